@@ -1,0 +1,3 @@
+from rolekeeper.cli import main
+
+raise SystemExit(main())

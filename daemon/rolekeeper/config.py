@@ -1,0 +1,466 @@
+"""TOML files → validated, frozen settings. The only module that reads config files and env.
+
+One main file plus ``conf.d/*.toml`` beside it, merged in name order (later wins, tables merge
+key by key). Every problem is reported as ``FILE: key: what is expected``; secrets are never
+accepted in the text, only as ``*_file`` paths or systemd credential names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from rolekeeper.domain import InvalidValue, normalise_domain, normalise_phone
+from rolekeeper.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/rolekeeper/rolekeeper.toml")
+CONFIG_ENV = "ROLEKEEPER_CONFIG"
+
+# Keys that would hold a secret in clear text; the text of a config file is often world-
+# readable, copied into tickets and kept in git, so these are refused outright.
+_SECRET_KEYS = frozenset({"password", "auth_token", "token", "secret", "api_key", "client_secret"})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Section):
+    """A secret named by a file path or a systemd credential, resolved at load time."""
+
+    password_file: Path | None = None
+    password_credential: str | None = None
+    # Filled from the file or credential; never read from the config text.
+    password: SecretStr | None = Field(default=None, exclude=True, repr=False)
+
+    @model_validator(mode="after")
+    def _resolve_secret(self) -> Self:
+        if self.password_file is not None and self.password_credential is not None:
+            raise ValueError("give either password_file or password_credential, not both")
+        if self.password_file is not None:
+            object.__setattr__(self, "password", SecretStr(_read_secret(self.password_file)))
+        elif self.password_credential is not None:
+            creds = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not creds:
+                raise ValueError(
+                    f"password_credential {self.password_credential!r} needs systemd's "
+                    "$CREDENTIALS_DIRECTORY (LoadCredential= in the unit); it is not set"
+                )
+            path = Path(creds) / self.password_credential
+            object.__setattr__(self, "password", SecretStr(_read_secret(path)))
+        return self
+
+
+def _read_secret(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"secret file {path} does not exist") from None
+    except PermissionError:
+        raise ValueError(f"secret file {path} is not readable by this user") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"secret file {path} cannot be read: {exc}") from None
+    secret = text.rstrip("\r\n")
+    if not secret:
+        raise ValueError(f"secret file {path} is empty")
+    return secret
+
+
+TlsMode = Literal["tls", "starttls", "plain"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class OrganisationSettings(_Section):
+    name: str = "Example Corp"
+    domains: tuple[str, ...] = ()
+    default_region: str = "RU"
+    timezone: str = "UTC"
+    main_lines: tuple[str, ...] = ()
+    corporate_numbers: tuple[str, ...] = ()
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return tuple(normalise_domain(d) for d in value)
+        except InvalidValue as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        import phonenumbers
+
+        region = value.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a two-letter region code phonenumbers knows")
+        return region
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone name") from None
+        return value
+
+    @model_validator(mode="after")
+    def _numbers(self) -> Self:
+        for field in ("main_lines", "corporate_numbers"):
+            try:
+                numbers = tuple(
+                    normalise_phone(n, self.default_region) for n in getattr(self, field)
+                )
+            except InvalidValue as exc:
+                raise ValueError(f"{field}: {exc}") from None
+            object.__setattr__(self, field, numbers)
+        return self
+
+
+class DatabaseSettings(SecretRef):
+    url: str = "sqlite:////var/lib/rolekeeper/rolekeeper.db"
+    busy_timeout_seconds: float = Field(default=30.0, gt=0)
+    pool_size: int = Field(default=5, ge=1, le=100)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError(f"{value!r} is not a database URL") from None
+        if url.get_backend_name() not in {"sqlite", "postgresql"}:
+            raise ValueError("only sqlite:/// and postgresql:// URLs are supported")
+        if url.password:
+            raise ValueError(
+                "the URL carries a password; put it in password_file or password_credential"
+            )
+        return value
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class SchedulerSettings(_Section):
+    poll_seconds: float = Field(default=30.0, ge=0.2, le=3600)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    lease_seconds: int = Field(default=900, ge=10)
+    instance_id: str = Field(default_factory=socket.gethostname, min_length=1)
+
+
+class RetentionSettings(_Section):
+    incidents_days: int = Field(default=365, ge=1)
+    notices_days: int = Field(default=730, ge=1)
+    events_days: int = Field(default=90, ge=1)
+    jobs_days: int = Field(default=30, ge=1)
+    purge_every_hours: float = Field(default=24.0, gt=0)
+
+
+class ImapSettings(SecretRef):
+    host: str
+    port: Port = 993
+    security: TlsMode = "tls"
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    username: str
+    # Dovecot "user*master" logins; empty means per-mailbox credentials.
+    master_user_separator: str = "*"
+    max_connections: int = Field(default=8, ge=1, le=1000)
+    sieve_port: Port = 4190
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class SmtpSettings(SecretRef):
+    host: str
+    port: Port = 587
+    security: TlsMode = "starttls"
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    username: str | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class ExchangeSettings(SecretRef):
+    service_endpoint: str
+    username: str
+    auth_type: Literal["NTLM", "basic", "digest"] = "NTLM"
+    verify_tls: bool = True
+    access_type: Literal["impersonation", "delegate"] = "impersonation"
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("service_endpoint")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+/", value):
+            raise ValueError("expected the EWS URL, e.g. https://mail.example.com/EWS/Exchange.asmx")
+        return value
+
+
+class TwilioSettings(_Section):
+    account_sid: str
+    auth_token_file: Path | None = None
+    auth_token_credential: str | None = None
+    auth_token: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    api_base: str | None = None  # only for test doubles; Twilio's own hosts otherwise
+    verify_tls: bool = True
+
+    @field_validator("account_sid")
+    @classmethod
+    def _sid(cls, value: str) -> str:
+        if not re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
+            raise ValueError("expected an Account SID: AC followed by 32 hex digits")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Self:
+        ref = SecretRef(
+            password_file=self.auth_token_file, password_credential=self.auth_token_credential
+        )
+        if ref.password is None:
+            raise ValueError("give auth_token_file or auth_token_credential")
+        object.__setattr__(self, "auth_token", ref.password)
+        return self
+
+
+PEOPLE_FIELDS = ("name", "email", "personal_emails", "personal_phones", "work_phone", "supervisor")
+ROLE_FIELDS = ("role", "name", "address", "number", "holder")
+CLIENT_FIELDS = (
+    "client_id", "client", "domains", "segment", "role",
+    "contact", "email", "phone", "mobile", "language",
+)  # fmt: skip
+
+
+def _mapping_validator(known: tuple[str, ...]) -> Any:
+    def check(value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key not in known:
+                raise ValueError(f"unknown field {key!r}; fields are: {', '.join(known)}")
+        return value
+
+    return check
+
+
+class PeopleImport(_Section):
+    columns: dict[str, str] = Field(default_factory=dict)
+    _check = field_validator("columns")(_mapping_validator(PEOPLE_FIELDS))
+
+
+class RolesImport(_Section):
+    columns: dict[str, str] = Field(default_factory=dict)
+    _check = field_validator("columns")(_mapping_validator(ROLE_FIELDS))
+
+
+class ClientsImport(_Section):
+    columns: dict[str, str] = Field(default_factory=dict)
+    segment_values: dict[str, str] = Field(default_factory=dict)
+    default_language: str = Field(default="en", pattern=r"^[a-z]{2}$")
+    _check = field_validator("columns")(_mapping_validator(CLIENT_FIELDS))
+
+    @field_validator("segment_values")
+    @classmethod
+    def _segments(cls, value: dict[str, str]) -> dict[str, str]:
+        from rolekeeper.domain import Segment
+
+        allowed = {s.value for s in Segment}
+        for label, segment in value.items():
+            if segment not in allowed:
+                raise ValueError(
+                    f"{label!r} maps to {segment!r}; segments are: {', '.join(sorted(allowed))}"
+                )
+        return {k.strip().casefold(): v for k, v in value.items()}
+
+
+class ImportSettings(_Section):
+    people: PeopleImport = PeopleImport()
+    roles: RolesImport = RolesImport()
+    clients: ClientsImport = ClientsImport()
+
+
+class Settings(_Section):
+    organisation: OrganisationSettings = OrganisationSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    logging: LoggingSettings = LoggingSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    retention: RetentionSettings = RetentionSettings()
+    import_: ImportSettings = Field(default=ImportSettings(), alias="import")
+    imap: ImapSettings | None = None
+    smtp: SmtpSettings | None = None
+    exchange: ExchangeSettings | None = None
+    twilio: TwilioSettings | None = None
+    # The files this was read from, in merge order; not a config key.
+    source_files: tuple[Path, ...] = Field(default=(), exclude=True)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def config_path(explicit: str | Path | None) -> Path:
+    """--config beats $ROLEKEEPER_CONFIG beats the packaged default path."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    return Path(env) if env else DEFAULT_CONFIG_PATH
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    main = config_path(path)
+    if not main.is_file():
+        raise ConfigError([f"{main}: config file not found (set --config or ${CONFIG_ENV})"])
+    files = [main, *sorted((main.parent / "conf.d").glob("*.toml"))]
+    merged: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], Path] = {}
+    problems: list[str] = []
+    for file in files:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            problems.append(f"{file}: not valid TOML: {exc}")
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{file}: cannot be read: {exc}")
+            continue
+        problems.extend(_inline_secrets(file, data))
+        _merge(merged, data, origin, file, ())
+    if problems:
+        raise ConfigError(problems)
+    return settings_from_mapping(merged, origin, main, tuple(files))
+
+
+def settings_from_mapping(
+    data: Mapping[str, Any],
+    origin: Mapping[tuple[str, ...], Path] | None = None,
+    main: Path | None = None,
+    files: tuple[Path, ...] = (),
+) -> Settings:
+    try:
+        settings = Settings.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin or {}, main)) from None
+    return settings.model_copy(update={"source_files": files})
+
+
+def _merge(
+    into: dict[str, Any],
+    data: Mapping[str, Any],
+    origin: dict[tuple[str, ...], Path],
+    file: Path,
+    prefix: tuple[str, ...],
+) -> None:
+    for key, value in data.items():
+        path = (*prefix, key)
+        origin[path] = file
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, origin, file, path)
+        else:
+            into[key] = value
+
+
+def _inline_secrets(file: Path, data: Mapping[str, Any]) -> Iterator[str]:
+    for path, _ in _walk(data, ()):
+        if path[-1] in _SECRET_KEYS:
+            key = ".".join(path)
+            yield (
+                f"{file}: {key}: secrets are not accepted in the config text; use "
+                f"{path[-1]}_file = PATH or {path[-1]}_credential = NAME (systemd LoadCredential)"
+                if path[-1] != "password"
+                else f"{file}: {key}: secrets are not accepted in the config text; use "
+                "password_file = PATH or password_credential = NAME (systemd LoadCredential)"
+            )
+
+
+def _walk(data: Mapping[str, Any], prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for key, value in data.items():
+        path = (*prefix, key)
+        if isinstance(value, dict):
+            yield from _walk(value, path)
+        else:
+            yield path, value
+
+
+def _describe(
+    exc: ValidationError, origin: Mapping[tuple[str, ...], Path], main: Path | None
+) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(str(part) for part in error["loc"])
+        key = ".".join(loc) if loc else "(top level)"
+        file = _origin_of(loc, origin) or main
+        where = f"{file}: " if file else ""
+        lines.append(f"{where}{key}: {_message(error, loc)}")
+    return lines
+
+
+def _origin_of(loc: tuple[str, ...], origin: Mapping[tuple[str, ...], Path]) -> Path | None:
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in origin:
+            return origin[loc[:end]]
+    return None
+
+
+def _message(error: Mapping[str, Any], loc: tuple[str, ...]) -> str:
+    kind = error["type"]
+    got = error.get("input")
+    if kind == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown key{hint} (known here: {', '.join(known)})"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    message = message.removeprefix("Value error, ")
+    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "literal_error":
+        return f"{message[0].lower()}{message[1:]} (got {got!r})"
+    return message
+
+
+def _known_keys(loc: tuple[str, ...]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in loc:
+        field = next(
+            (f for name, f in model.model_fields.items() if part in (name, f.alias)), None
+        )
+        if field is None:
+            return []
+        sub = _model_of(field.annotation)
+        if sub is None:
+            return []
+        model = sub
+    return sorted(
+        (f.alias or name)
+        for name, f in model.model_fields.items()
+        if not f.exclude and name != "source_files"
+    )
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,96 @@
+"""Domain words shared by every layer: segments, statuses, address and phone forms."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from functools import lru_cache
+
+import phonenumbers
+
+
+class Segment(StrEnum):
+    VIP = "vip"
+    KEY = "key"
+    REGULAR = "regular"
+    MINOR = "minor"
+
+
+WATCHED_SEGMENTS = frozenset({Segment.VIP, Segment.KEY})
+
+
+class HolderKind(StrEnum):
+    HOLDER = "holder"
+    COHOLDER = "coholder"
+
+
+class ChannelKind(StrEnum):
+    ROLE_MAILBOX = "role_mailbox"
+    ROLE_NUMBER = "role_number"
+    NAMED_MAILBOX = "named_mailbox"
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    PARKED = "parked"
+
+
+class TransitionStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    PARKED = "parked"
+
+
+OPEN_TRANSITION_STATUSES = frozenset(
+    {TransitionStatus.SCHEDULED, TransitionStatus.RUNNING, TransitionStatus.PARKED}
+)
+
+# Deliberately simple: the CRM and HR exports are the authority, we only refuse what
+# cannot be an address at all. Full RFC 5322 parsing belongs to the mail scanner.
+_EMAIL_RE = re.compile(r"^[^@\s<>\"(),;:]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$")
+_DOMAIN_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$")
+
+
+class InvalidValue(ValueError):
+    """A value from a file or the command line does not have the expected form."""
+
+
+def normalise_email(value: str) -> str:
+    """Lower-case the whole address: mailbox local parts are case-insensitive in practice."""
+    text = value.strip()
+    if not _EMAIL_RE.match(text):
+        raise InvalidValue(f"{value!r} is not an e-mail address")
+    local, _, domain = text.rpartition("@")
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise InvalidValue(f"{value!r} has an invalid domain") from exc
+    return f"{local}@{domain}".lower()
+
+
+def normalise_domain(value: str) -> str:
+    text = value.strip().lower().lstrip("@")
+    try:
+        text = text.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise InvalidValue(f"{value!r} is not a domain") from exc
+    if not _DOMAIN_RE.match(text):
+        raise InvalidValue(f"{value!r} is not a domain")
+    return text
+
+
+@lru_cache(maxsize=65536)
+def normalise_phone(value: str, region: str) -> str:
+    """E.164 form of a number written any usual way; `region` applies to national forms."""
+    text = value.strip()
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidValue(f"{value!r} is not a phone number") from exc
+    if not phonenumbers.is_possible_number(parsed):
+        raise InvalidValue(f"{value!r} is not a possible phone number for region {region}")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
