@@ -14,9 +14,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 UNIT_PATH = REPO_ROOT / "systemd" / "rolekeeper.service"
 MAX_EXPOSURE = 2.0
 
-_EXPOSURE_RE = re.compile(
-    r"Overall exposure level for rolekeeper\.service:\s*(\d+(?:\.\d+)?)"
-)
+_EXPOSURE_RE = re.compile(r"Overall exposure level for rolekeeper\.service:\s*(\d+(?:\.\d+)?)")
 
 UnitSections = dict[str, dict[str, list[str]]]
 

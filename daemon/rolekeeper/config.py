@@ -216,7 +216,9 @@ class ExchangeSettings(SecretRef):
     @classmethod
     def _https(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+/", value):
-            raise ValueError("expected the EWS URL, e.g. https://mail.example.com/EWS/Exchange.asmx")
+            raise ValueError(
+                "expected the EWS URL, e.g. https://mail.example.com/EWS/Exchange.asmx"
+            )
         return value
 
 
@@ -249,9 +251,17 @@ class TwilioSettings(_Section):
 PEOPLE_FIELDS = ("name", "email", "personal_emails", "personal_phones", "work_phone", "supervisor")
 ROLE_FIELDS = ("role", "name", "address", "number", "holder")
 CLIENT_FIELDS = (
-    "client_id", "client", "domains", "segment", "role",
-    "contact", "email", "phone", "mobile", "language",
-)  # fmt: skip
+    "client_id",
+    "client",
+    "domains",
+    "segment",
+    "role",
+    "contact",
+    "email",
+    "phone",
+    "mobile",
+    "language",
+)
 
 
 def _mapping_validator(known: tuple[str, ...]) -> Any:
@@ -391,7 +401,9 @@ def _inline_secrets(file: Path, data: Mapping[str, Any]) -> Iterator[str]:
             )
 
 
-def _walk(data: Mapping[str, Any], prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
+def _walk(
+    data: Mapping[str, Any], prefix: tuple[str, ...]
+) -> Iterator[tuple[tuple[str, ...], Any]]:
     for key, value in data.items():
         path = (*prefix, key)
         if isinstance(value, dict):
@@ -440,9 +452,7 @@ def _message(error: Mapping[str, Any], loc: tuple[str, ...]) -> str:
 def _known_keys(loc: tuple[str, ...]) -> list[str]:
     model: type[BaseModel] = Settings
     for part in loc:
-        field = next(
-            (f for name, f in model.model_fields.items() if part in (name, f.alias)), None
-        )
+        field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
         if field is None:
             return []
         sub = _model_of(field.annotation)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, CursorResult, Result, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from rolekeeper.config import DatabaseSettings
@@ -81,3 +81,8 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 def safe_url(settings: DatabaseSettings) -> str:
     return database_url(settings).render_as_string(hide_password=True)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE touched (the typed Result hides CursorResult.rowcount)."""
+    return int(cast(CursorResult[Any], result).rowcount)

@@ -144,6 +144,8 @@ class Contact(Base):
     phone: Mapped[str | None] = mapped_column(String(32), index=True)
     is_mobile: Mapped[bool] = mapped_column(Boolean, default=False)
     language: Mapped[str] = mapped_column(String(8))
+    # Set when the CRM export no longer lists the contact; the row stays for notice history.
+    removed_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class MainLine(Base):

@@ -1,0 +1,1 @@
+"""The people/roles/clients directory: CSV import and read-only queries."""

@@ -1,0 +1,539 @@
+"""Import CRM/HR CSV exports into the store: all rows or none, idempotent upserts.
+
+Each import reads and checks the whole file first, then writes it in one transaction; any
+problem (a bad cell, a duplicate key, an unknown reference) is collected with its line
+number and the transaction is rolled back, so a file is never half imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from rolekeeper.clock import utcnow
+from rolekeeper.config import (
+    CLIENT_FIELDS,
+    PEOPLE_FIELDS,
+    ROLE_FIELDS,
+    Settings,
+)
+from rolekeeper.directory import records as rec
+from rolekeeper.directory.csvfile import Row, read_rows
+from rolekeeper.domain import ChannelKind, HolderKind
+from rolekeeper.errors import ImportFileError
+from rolekeeper.store.audit import record_audit
+from rolekeeper.store.models import (
+    Channel,
+    Client,
+    ClientDomain,
+    Contact,
+    Person,
+    PersonalAddress,
+    PersonalPhone,
+    Role,
+    RoleHolder,
+)
+
+MAX_LISTED_PROBLEMS = 50
+R = TypeVar("R")
+
+
+@dataclass
+class ImportReport:
+    kind: str
+    path: str
+    rows: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "rows": self.rows,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "removed": self.removed,
+            "warnings": self.warnings,
+        }
+
+
+class _Problems:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.items: list[str] = []
+
+    def add(self, line: int, message: str) -> None:
+        self.items.append(f"line {line}: {message}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            shown = self.items[:MAX_LISTED_PROBLEMS]
+            if len(self.items) > len(shown):
+                shown.append(f"... and {len(self.items) - len(shown)} more problems")
+            shown.append("nothing from this file was imported")
+            raise ImportFileError(str(self.path), shown)
+
+
+def _parse(rows: Iterable[Row], parse: Callable[[Row], R], problems: _Problems) -> list[R]:
+    parsed = []
+    for row in rows:
+        try:
+            parsed.append(parse(row))
+        except rec.RowError as exc:
+            problems.add(row.line, str(exc))
+    return parsed
+
+
+def _unique(
+    items: Sequence[R],
+    key: Callable[[R], str],
+    line: Callable[[R], int],
+    what: str,
+    problems: _Problems,
+) -> None:
+    seen: dict[str, int] = {}
+    for item in items:
+        k = key(item)
+        if k in seen:
+            problems.add(line(item), f"duplicate {what} {k!r} (first on line {seen[k]})")
+        else:
+            seen[k] = line(item)
+
+
+# --- people -----------------------------------------------------------------------------
+
+
+def import_people(session: Session, path: Path, settings: Settings, actor: str) -> ImportReport:
+    region = settings.organisation.default_region
+    problems = _Problems(path)
+    rows = read_rows(path, PEOPLE_FIELDS, ("name", "email"), settings.import_.people.columns)
+    people = _parse(rows, lambda r: rec.person_record(r, region), problems)
+    _unique(people, lambda p: p.email, lambda p: p.line, "email", problems)
+    report = ImportReport("people", str(path), rows=len(people))
+
+    existing = {p.named_address: p for p in session.scalars(select(Person))}
+    role_addresses = set(session.scalars(select(Role.address)))
+    in_file = {p.email for p in people}
+    for person in people:
+        if person.email in role_addresses:
+            problems.add(person.line, f"{person.email} is a role address, not a person's")
+        if person.supervisor and person.supervisor not in in_file | existing.keys():
+            problems.add(person.line, f"supervisor {person.supervisor} is not a known person")
+    problems.raise_if_any()
+
+    addresses = _grouped(
+        session.execute(select(PersonalAddress.person_id, PersonalAddress.address))
+    )
+    phones = _grouped(session.execute(select(PersonalPhone.person_id, PersonalPhone.number)))
+    new_ids: set[int] = set()
+    for person in people:
+        if person.email not in existing:
+            row = Person(name=person.name, named_address=person.email)
+            session.add(row)
+            session.flush()
+            existing[person.email] = row
+            new_ids.add(row.id)
+            session.add(
+                Channel(
+                    kind=ChannelKind.NAMED_MAILBOX,
+                    address=person.email,
+                    backend=_mail_backend(settings),
+                    person_id=row.id,
+                )
+            )
+    for person in people:
+        row = existing[person.email]
+        supervisor_id = existing[person.supervisor].id if person.supervisor else None
+        wanted = (person.name, person.work_phone, supervisor_id)
+        changed = (row.name, row.work_phone, row.supervisor_id) != wanted
+        row.name, row.work_phone, row.supervisor_id = wanted
+        changed |= _replace_set(
+            session,
+            PersonalAddress,
+            "address",
+            row.id,
+            addresses.get(row.id, set()),
+            set(person.personal_emails),
+        )
+        changed |= _replace_set(
+            session,
+            PersonalPhone,
+            "number",
+            row.id,
+            phones.get(row.id, set()),
+            set(person.personal_phones),
+        )
+        if row.id in new_ids:
+            report.created += 1
+        elif changed:
+            report.updated += 1
+        else:
+            report.unchanged += 1
+    record_audit(session, actor, "import.people", str(path), report.as_dict())
+    return report
+
+
+# --- roles ------------------------------------------------------------------------------
+
+
+def import_roles(
+    session: Session, path: Path, settings: Settings, actor: str, *, reassign: bool = False
+) -> ImportReport:
+    """Create or update roles. A change of holder is a handover: refused unless `reassign`."""
+    region = settings.organisation.default_region
+    problems = _Problems(path)
+    rows = read_rows(path, ROLE_FIELDS, ("role", "address"), settings.import_.roles.columns)
+    roles = _parse(rows, lambda r: rec.role_record(r, region), problems)
+    _unique(roles, lambda r: r.key, lambda r: r.line, "role", problems)
+    _unique(roles, lambda r: r.address, lambda r: r.line, "address", problems)
+    _unique(
+        [r for r in roles if r.number],
+        lambda r: r.number or "",
+        lambda r: r.line,
+        "number",
+        problems,
+    )
+    report = ImportReport("roles", str(path), rows=len(roles))
+
+    people = {p.named_address: p.id for p in session.scalars(select(Person))}
+    existing = {r.key: r for r in session.scalars(select(Role))}
+    holders = {
+        h.role_id: h
+        for h in session.scalars(
+            select(RoleHolder).where(
+                RoleHolder.ended_at.is_(None), RoleHolder.kind == HolderKind.HOLDER
+            )
+        )
+    }
+    by_address = {r.address: r.key for r in existing.values()}
+    by_number = {r.number: r.key for r in existing.values() if r.number}
+    id_to_address = {v: k for k, v in people.items()}
+    for role in roles:
+        if role.address in people:
+            problems.add(role.line, f"{role.address} is a person's named address, not a role's")
+        if by_address.get(role.address, role.key) != role.key:
+            problems.add(role.line, f"{role.address} belongs to role {by_address[role.address]}")
+        if role.number and by_number.get(role.number, role.key) != role.key:
+            problems.add(role.line, f"{role.number} belongs to role {by_number[role.number]}")
+        if role.holder and role.holder not in people:
+            problems.add(role.line, f"holder {role.holder} is not a known person")
+            continue
+        current = existing.get(role.key)
+        held = holders.get(current.id) if current else None
+        if role.holder and held and people[role.holder] != held.person_id and not reassign:
+            problems.add(
+                role.line,
+                f"{role.key} is held by {id_to_address.get(held.person_id)}; a change of "
+                "holder is a handover (rolekeeper depart/rotate), or pass --reassign to "
+                "rebind without notices",
+            )
+    problems.raise_if_any()
+
+    now = utcnow()
+    for role in roles:
+        row = existing.get(role.key)
+        if row is None:
+            row = Role(key=role.key, name=role.name, address=role.address, number=role.number)
+            session.add(row)
+            session.flush()
+            _add_role_channels(session, row, settings)
+            report.created += 1
+            changed = True
+        else:
+            wanted = (role.name, role.address, role.number)
+            changed = (row.name, row.address, row.number) != wanted
+            if changed:
+                report.updated += 1
+                row.name, row.address, row.number = wanted
+        held = holders.get(row.id)
+        wanted_holder = people[role.holder] if role.holder else None
+        if wanted_holder is not None and (held is None or held.person_id != wanted_holder):
+            if held is not None:
+                held.ended_at = now
+                session.flush()
+                report.warnings.append(
+                    f"{role.key}: holder changed from {id_to_address.get(held.person_id)} to "
+                    f"{role.holder} by import; no notices were sent"
+                )
+            session.add(RoleHolder(role_id=row.id, person_id=wanted_holder, started_at=now))
+            record_audit(
+                session, actor, "role.holder", role.key, {"holder": role.holder, "by": "import"}
+            )
+            if not changed:
+                report.updated += 1
+                changed = True
+        if not changed:
+            report.unchanged += 1
+    record_audit(session, actor, "import.roles", str(path), report.as_dict())
+    return report
+
+
+def _add_role_channels(session: Session, role: Role, settings: Settings) -> None:
+    session.add(
+        Channel(
+            kind=ChannelKind.ROLE_MAILBOX,
+            address=role.address,
+            backend=_mail_backend(settings),
+            role_id=role.id,
+        )
+    )
+    if role.number:
+        session.add(
+            Channel(
+                kind=ChannelKind.ROLE_NUMBER, address=role.number, backend="twilio", role_id=role.id
+            )
+        )
+
+
+def _mail_backend(settings: Settings) -> str:
+    if settings.exchange is not None and settings.imap is None:
+        return "exchange"
+    return "imap"
+
+
+# --- clients ----------------------------------------------------------------------------
+
+
+def import_clients(session: Session, path: Path, settings: Settings, actor: str) -> ImportReport:
+    """One row per contact; client columns repeat on each of its rows and must agree."""
+    cfg = settings.import_.clients
+    region = settings.organisation.default_region
+    problems = _Problems(path)
+    required = ("client_id", "client", "segment")
+    rows = read_rows(path, CLIENT_FIELDS, required, cfg.columns)
+    parsed = _parse(
+        rows,
+        lambda r: rec.client_record(r, region, cfg.segment_values, cfg.default_language),
+        problems,
+    )
+    clients = _group_clients(parsed, problems)
+    contacts = sum(len(c.contacts) for c in clients.values())
+    report = ImportReport("clients", str(path), rows=len(parsed))
+
+    roles = dict(session.execute(select(Role.key, Role.id)).tuples())
+    for client in clients.values():
+        if client.role and client.role not in roles:
+            problems.add(client.line, f"role {client.role!r} is not a known role")
+    problems.raise_if_any()
+
+    existing = {
+        crm: (cid, name, segment, role_id)
+        for cid, crm, name, segment, role_id in session.execute(
+            select(Client.id, Client.crm_id, Client.name, Client.segment, Client.role_id)
+        ).tuples()
+    }
+    new_rows: list[dict[str, Any]] = []
+    changed_rows: list[dict[str, Any]] = []
+    for client in clients.values():
+        role_id = roles[client.role] if client.role else None
+        wanted = (client.name, client.segment.value, role_id)
+        known = existing.get(client.crm_id)
+        if known is None:
+            new_rows.append(
+                {
+                    "crm_id": client.crm_id,
+                    "name": client.name,
+                    "segment": client.segment.value,
+                    "role_id": role_id,
+                }
+            )
+        elif known[1:] != wanted:
+            changed_rows.append(
+                {
+                    "id": known[0],
+                    "name": client.name,
+                    "segment": client.segment.value,
+                    "role_id": role_id,
+                }
+            )
+    if new_rows:
+        session.execute(insert(Client), new_rows)
+    if changed_rows:
+        session.execute(update(Client), changed_rows)
+    ids = dict(session.execute(select(Client.crm_id, Client.id)).tuples())
+
+    touched: set[int] = {row["id"] for row in changed_rows}
+    touched |= _sync_domains(session, clients.values(), ids)
+    touched |= _sync_contacts(session, clients.values(), ids, report)
+    report.created = len(new_rows)
+    report.updated = len(touched - {ids[r["crm_id"]] for r in new_rows})
+    report.unchanged = len(clients) - report.created - report.updated
+    detail = report.as_dict() | {"clients": len(clients), "contacts": contacts}
+    record_audit(session, actor, "import.clients", str(path), detail)
+    return report
+
+
+def _group_clients(
+    parsed: Sequence[rec.ClientRecord], problems: _Problems
+) -> dict[str, rec.ClientRecord]:
+    clients: dict[str, rec.ClientRecord] = {}
+    seen_contacts: dict[tuple[str, str], int] = {}
+    for row in parsed:
+        client = clients.get(row.crm_id)
+        if client is None:
+            client = clients[row.crm_id] = rec.ClientRecord(
+                row.line, row.crm_id, row.name, row.segment, row.role, row.domains
+            )
+        else:
+            for what, mine, theirs in (
+                ("client", row.name, client.name),
+                ("segment", row.segment, client.segment),
+                ("role", row.role, client.role),
+            ):
+                if mine != theirs:
+                    problems.add(
+                        row.line,
+                        f"{what} {mine!r} differs from {theirs!r} given for client "
+                        f"{row.crm_id} on line {client.line}",
+                    )
+            if row.domains and row.domains != client.domains:
+                if client.domains:
+                    problems.add(row.line, f"domains differ from those on line {client.line}")
+                else:
+                    client.domains = row.domains
+        for contact in row.contacts:
+            key = (row.crm_id, contact.identity)
+            if key in seen_contacts:
+                problems.add(
+                    row.line,
+                    f"duplicate contact {contact.identity} of client {row.crm_id} "
+                    f"(first on line {seen_contacts[key]})",
+                )
+                continue
+            seen_contacts[key] = row.line
+            client.contacts.append(contact)
+    return clients
+
+
+def _sync_domains(
+    session: Session, clients: Iterable[rec.ClientRecord], ids: dict[str, int]
+) -> set[int]:
+    current = _grouped(session.execute(select(ClientDomain.client_id, ClientDomain.domain)))
+    touched = set()
+    add: list[dict[str, Any]] = []
+    for client in clients:
+        cid = ids[client.crm_id]
+        have, want = current.get(cid, set()), set(client.domains)
+        if have == want:
+            continue
+        touched.add(cid)
+        add.extend({"client_id": cid, "domain": d} for d in want - have)
+        gone = have - want
+        if gone:
+            session.execute(
+                delete(ClientDomain).where(
+                    ClientDomain.client_id == cid, ClientDomain.domain.in_(gone)
+                )
+            )
+    if add:
+        session.execute(insert(ClientDomain), add)
+    return touched
+
+
+def _sync_contacts(
+    session: Session,
+    clients: Iterable[rec.ClientRecord],
+    ids: dict[str, int],
+    report: ImportReport,
+) -> set[int]:
+    current: dict[int, dict[str, tuple[int, tuple[object, ...]]]] = {}
+    for cid, row_id, name, email, phone, mobile, language, removed in session.execute(
+        select(
+            Contact.client_id,
+            Contact.id,
+            Contact.name,
+            Contact.email,
+            Contact.phone,
+            Contact.is_mobile,
+            Contact.language,
+            Contact.removed_at,
+        )
+    ).tuples():
+        identity = email or f"tel:{phone}"
+        current.setdefault(cid, {})[identity] = (
+            row_id,
+            (name, email, phone, mobile, language, removed is None),
+        )
+    now = utcnow()
+    touched: set[int] = set()
+    add: list[dict[str, Any]] = []
+    change: list[dict[str, Any]] = []
+    remove: list[dict[str, Any]] = []
+    for client in clients:
+        cid = ids[client.crm_id]
+        have = current.get(cid, {})
+        for contact in client.contacts:
+            wanted = (
+                contact.name,
+                contact.email,
+                contact.phone,
+                contact.is_mobile,
+                contact.language,
+                True,
+            )
+            values = {
+                "name": contact.name,
+                "email": contact.email,
+                "phone": contact.phone,
+                "is_mobile": contact.is_mobile,
+                "language": contact.language,
+            }
+            known = have.pop(contact.identity, None)
+            if known is None:
+                add.append({"client_id": cid, **values})
+                touched.add(cid)
+            elif known[1] != wanted:
+                change.append({"id": known[0], "removed_at": None, **values})
+                touched.add(cid)
+        for row_id, state in have.values():
+            if state[-1]:  # still active: the export no longer lists it
+                remove.append({"id": row_id, "removed_at": now})
+                touched.add(cid)
+    if add:
+        session.execute(insert(Contact), add)
+    if change:
+        session.execute(update(Contact), change)
+    if remove:
+        session.execute(update(Contact), remove)
+    report.removed = len(remove)
+    return touched
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _grouped(rows: Iterable[tuple[int, str]]) -> dict[int, set[str]]:
+    grouped: dict[int, set[str]] = {}
+    for owner, value in rows:
+        grouped.setdefault(owner, set()).add(value)
+    return grouped
+
+
+def _replace_set(
+    session: Session,
+    model: type[PersonalAddress] | type[PersonalPhone],
+    column: str,
+    person_id: int,
+    have: set[str],
+    want: set[str],
+) -> bool:
+    if have == want:
+        return False
+    gone = have - want
+    if gone:
+        session.execute(
+            delete(model).where(model.person_id == person_id, getattr(model, column).in_(gone))
+        )
+    for value in sorted(want - have):
+        session.execute(insert(model).values({"person_id": person_id, column: value}))
+    return True
