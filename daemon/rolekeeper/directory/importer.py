@@ -48,6 +48,7 @@ class ImportReport:
     kind: str
     path: str
     rows: int = 0
+    records: int = 0  # people, roles or clients the rows describe
     created: int = 0
     updated: int = 0
     unchanged: int = 0
@@ -59,6 +60,7 @@ class ImportReport:
             "kind": self.kind,
             "path": self.path,
             "rows": self.rows,
+            "records": self.records,
             "created": self.created,
             "updated": self.updated,
             "unchanged": self.unchanged,
@@ -119,7 +121,7 @@ def import_people(session: Session, path: Path, settings: Settings, actor: str) 
     rows = read_rows(path, PEOPLE_FIELDS, ("name", "email"), settings.import_.people.columns)
     people = _parse(rows, lambda r: rec.person_record(r, region), problems)
     _unique(people, lambda p: p.email, lambda p: p.line, "email", problems)
-    report = ImportReport("people", str(path), rows=len(people))
+    report = ImportReport("people", str(path), rows=len(people), records=len(people))
 
     existing = {p.named_address: p for p in session.scalars(select(Person))}
     role_addresses = set(session.scalars(select(Role.address)))
@@ -203,7 +205,7 @@ def import_roles(
         "number",
         problems,
     )
-    report = ImportReport("roles", str(path), rows=len(roles))
+    report = ImportReport("roles", str(path), rows=len(roles), records=len(roles))
 
     people = {p.named_address: p.id for p in session.scalars(select(Person))}
     existing = {r.key: r for r in session.scalars(select(Role))}
@@ -318,9 +320,9 @@ def import_clients(session: Session, path: Path, settings: Settings, actor: str)
     )
     clients = _group_clients(parsed, problems)
     contacts = sum(len(c.contacts) for c in clients.values())
-    report = ImportReport("clients", str(path), rows=len(parsed))
+    report = ImportReport("clients", str(path), rows=len(parsed), records=len(clients))
 
-    roles = dict(session.execute(select(Role.key, Role.id)).tuples())
+    roles = dict(session.execute(select(Role.key, Role.id)).tuples().all())
     for client in clients.values():
         if client.role and client.role not in roles:
             problems.add(client.line, f"role {client.role!r} is not a known role")
@@ -360,7 +362,7 @@ def import_clients(session: Session, path: Path, settings: Settings, actor: str)
         session.execute(insert(Client), new_rows)
     if changed_rows:
         session.execute(update(Client), changed_rows)
-    ids = dict(session.execute(select(Client.crm_id, Client.id)).tuples())
+    ids = dict(session.execute(select(Client.crm_id, Client.id)).tuples().all())
 
     touched: set[int] = {row["id"] for row in changed_rows}
     touched |= _sync_domains(session, clients.values(), ids)

@@ -230,6 +230,7 @@ def upgrade() -> None:
         sa.Column("phone", sa.String(length=32), nullable=True),
         sa.Column("is_mobile", sa.Boolean(), nullable=False),
         sa.Column("language", sa.String(length=8), nullable=False),
+        sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["client_id"],
             ["clients.id"],

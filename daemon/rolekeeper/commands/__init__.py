@@ -1,0 +1,1 @@
+"""Admin commands, one module per group; cli.py lists them."""

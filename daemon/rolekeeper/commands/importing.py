@@ -1,0 +1,59 @@
+"""`rolekeeper import people|roles|clients FILE.csv`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rolekeeper.commands.common import actor, add_json_flag, print_json, settings_of, store_of
+from rolekeeper.directory.importer import (
+    ImportReport,
+    import_clients,
+    import_people,
+    import_roles,
+)
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("import", help="import an HR/CRM CSV export (all rows or none)")
+    parser.add_argument("kind", choices=("people", "roles", "clients"))
+    parser.add_argument("file", type=Path)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="check and count, then roll everything back"
+    )
+    parser.add_argument(
+        "--reassign",
+        action="store_true",
+        help="roles: let the file change a role's holder directly (no handover, no notices)",
+    )
+    add_json_flag(parser)
+    parser.set_defaults(func=_import)
+
+
+def _import(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    with store_of(args) as store, store.sessions() as session, session.begin():
+        report: ImportReport
+        if args.kind == "people":
+            report = import_people(session, args.file, settings, actor())
+        elif args.kind == "roles":
+            report = import_roles(session, args.file, settings, actor(), reassign=args.reassign)
+        else:
+            report = import_clients(session, args.file, settings, actor())
+        if args.dry_run:
+            session.rollback()
+    data = report.as_dict() | {"dry_run": args.dry_run}
+    if args.json:
+        print_json(data)
+    else:
+        verb = "would import" if args.dry_run else "imported"
+        print(
+            f"{verb} {report.kind} from {report.path}: {report.rows} rows, "
+            f"{report.records} {report.kind}; "
+            f"{report.created} new, {report.updated} changed, {report.unchanged} unchanged"
+            + (f", {report.removed} contacts no longer listed" if report.removed else "")
+        )
+        for warning in report.warnings:
+            print(f"warning: {warning}")
+    return 0

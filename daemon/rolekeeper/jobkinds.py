@@ -1,0 +1,23 @@
+"""The explicit list of due-work kinds the service runs. Later features add theirs here."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from rolekeeper.duework import JobContext, JobKind
+from rolekeeper.maintenance import PURGE
+
+TEST_HOOKS_ENV = "ROLEKEEPER_TEST_HOOKS"
+
+
+def _test_sleep(ctx: JobContext) -> None:
+    """Test-only: a job that takes a while, to prove SIGTERM lets it finish."""
+    time.sleep(float(ctx.payload.get("seconds", 1)))
+
+
+def job_kinds() -> dict[str, JobKind]:
+    kinds = [PURGE]
+    if os.environ.get(TEST_HOOKS_ENV) == "1":
+        kinds.append(JobKind("test.sleep", _test_sleep))
+    return {kind.name: kind for kind in kinds}
