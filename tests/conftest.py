@@ -59,7 +59,8 @@ def _pg_admin() -> object | None:
 
     try:
         return psycopg.connect(
-            PG_ADMIN_URL.replace("postgresql://", "postgresql://", 1), autocommit=True,
+            PG_ADMIN_URL.replace("postgresql://", "postgresql://", 1),
+            autocommit=True,
             connect_timeout=3,
         )
     except psycopg.OperationalError:

@@ -69,8 +69,7 @@ def test_wrong_type(tmp_path: Path) -> None:
 def test_value_not_among_choices(tmp_path: Path) -> None:
     path = write_config(tmp_path, '[logging]\nlevel = "loud"\n')
     assert problems(path) == [
-        f"{path}: logging.level: input should be 'debug', 'info', 'warning' or 'error' "
-        "(got 'loud')"
+        f"{path}: logging.level: input should be 'debug', 'info', 'warning' or 'error' (got 'loud')"
     ]
 
 
@@ -93,9 +92,7 @@ def test_phone_and_region_validation(tmp_path: Path) -> None:
         "phonenumbers knows"
     ]
     path = write_config(tmp_path, '[organisation]\nmain_lines = ["call us"]\n')
-    assert problems(path) == [
-        f"{path}: organisation: main_lines: 'call us' is not a phone number"
-    ]
+    assert problems(path) == [f"{path}: organisation: main_lines: 'call us' is not a phone number"]
 
 
 def test_required_key_missing(tmp_path: Path) -> None:
@@ -111,9 +108,7 @@ def test_several_problems_are_all_reported(tmp_path: Path) -> None:
 
 
 def test_inline_secret_refused(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path, '[smtp]\nhost = "smtp.acme.example"\npassword = "hunter2"\n'
-    )
+    path = write_config(tmp_path, '[smtp]\nhost = "smtp.acme.example"\npassword = "hunter2"\n')
     [line] = problems(path)
     assert line == (
         f"{path}: smtp.password: secrets are not accepted in the config text; use "
@@ -139,9 +134,7 @@ def test_secret_file_missing(tmp_path: Path) -> None:
 
 def test_secret_file_empty(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("\n")
-    path = write_config(
-        tmp_path, f'[smtp]\nhost = "h"\npassword_file = "{tmp_path}/empty"\n'
-    )
+    path = write_config(tmp_path, f'[smtp]\nhost = "h"\npassword_file = "{tmp_path}/empty"\n')
     assert problems(path) == [f"{path}: smtp: secret file {tmp_path}/empty is empty"]
 
 
@@ -186,8 +179,7 @@ def test_database_url_with_password_refused(tmp_path: Path) -> None:
     path = write_config(tmp_path, '[database]\nurl = "postgresql://rk:secret@db/rk"\n')
     [line] = problems(path)
     assert line.endswith(
-        "database.url: the URL carries a password; put it in password_file or "
-        "password_credential"
+        "database.url: the URL carries a password; put it in password_file or password_credential"
     )
     path = write_config(tmp_path, '[database]\nurl = "mysql://db/rk"\n')
     assert problems(path)[0].endswith(
@@ -208,8 +200,7 @@ def test_conf_d_overrides_and_errors_name_their_file(tmp_path: Path) -> None:
     assert settings.source_files == (path, confd / "10-debug.toml", confd / "20-format.toml")
     (confd / "30-bad.toml").write_text("[scheduler]\npoll_seconds = 0\n")
     assert problems(path) == [
-        f"{confd}/30-bad.toml: scheduler.poll_seconds: Input should be greater than or "
-        "equal to 0.2"
+        f"{confd}/30-bad.toml: scheduler.poll_seconds: Input should be greater than or equal to 0.2"
     ]
 
 

@@ -322,7 +322,7 @@ def import_clients(session: Session, path: Path, settings: Settings, actor: str)
     contacts = sum(len(c.contacts) for c in clients.values())
     report = ImportReport("clients", str(path), rows=len(parsed), records=len(clients))
 
-    roles = dict(session.execute(select(Role.key, Role.id)).tuples().all())
+    roles = dict(session.execute(select(Role.key, Role.id)).all())
     for client in clients.values():
         if client.role and client.role not in roles:
             problems.add(client.line, f"role {client.role!r} is not a known role")
@@ -332,7 +332,7 @@ def import_clients(session: Session, path: Path, settings: Settings, actor: str)
         crm: (cid, name, segment, role_id)
         for cid, crm, name, segment, role_id in session.execute(
             select(Client.id, Client.crm_id, Client.name, Client.segment, Client.role_id)
-        ).tuples()
+        )
     }
     new_rows: list[dict[str, Any]] = []
     changed_rows: list[dict[str, Any]] = []
@@ -362,7 +362,7 @@ def import_clients(session: Session, path: Path, settings: Settings, actor: str)
         session.execute(insert(Client), new_rows)
     if changed_rows:
         session.execute(update(Client), changed_rows)
-    ids = dict(session.execute(select(Client.crm_id, Client.id)).tuples().all())
+    ids = dict(session.execute(select(Client.crm_id, Client.id)).all())
 
     touched: set[int] = {row["id"] for row in changed_rows}
     touched |= _sync_domains(session, clients.values(), ids)
@@ -389,7 +389,7 @@ def _group_clients(
         else:
             for what, mine, theirs in (
                 ("client", row.name, client.name),
-                ("segment", row.segment, client.segment),
+                ("segment", row.segment.value, client.segment.value),
                 ("role", row.role, client.role),
             ):
                 if mine != theirs:
@@ -460,7 +460,7 @@ def _sync_contacts(
             Contact.language,
             Contact.removed_at,
         )
-    ).tuples():
+    ):
         identity = email or f"tel:{phone}"
         current.setdefault(cid, {})[identity] = (
             row_id,

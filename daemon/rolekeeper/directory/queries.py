@@ -67,7 +67,7 @@ def list_people(session: Session) -> list[dict[str, Any]]:
         .join(Role, Role.id == RoleHolder.role_id)
         .where(RoleHolder.ended_at.is_(None))
         .order_by(Role.key)
-    ).tuples():
+    ):
         held.setdefault(person_id, []).append(key)
     rows = session.execute(
         select(Person, supervisor.named_address)
@@ -121,7 +121,7 @@ def list_clients(
 def segment_counts(session: Session) -> dict[str, int]:
     counts = dict(
         session.execute(select(Client.segment, func.count()).group_by(Client.segment))
-        .tuples()
+        
         .all()
     )
     return {s.value: int(counts.get(s.value, 0)) for s in Segment}
@@ -178,7 +178,7 @@ def job_counts(session: Session) -> dict[str, int]:
             .where(DueJob.status != JobStatus.DONE)
             .group_by(DueJob.status)
         )
-        .tuples()
+        
         .all()
     )
     return {s.value: int(counts.get(s.value, 0)) for s in JobStatus if s != JobStatus.DONE}
