@@ -140,7 +140,9 @@ def test_secret_file_empty(tmp_path: Path) -> None:
 
 def test_secret_file_is_read(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("s3cret\n")
-    path = write_config(tmp_path, f'[smtp]\nhost = "h"\npassword_file = "{tmp_path}/pw"\n')
+    path = write_config(
+        tmp_path, f'[smtp]\nhost = "h"\nusername = "rk"\npassword_file = "{tmp_path}/pw"\n'
+    )
     smtp = load_settings(path).smtp
     assert smtp is not None and smtp.password is not None
     assert smtp.password.get_secret_value() == "s3cret"
@@ -226,3 +228,51 @@ def test_cli_exits_2_without_traceback(tmp_path: Path, text: str) -> None:
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith(f"config error: {path}: ")
     assert result.stdout == ""
+
+
+def test_password_without_username_refused(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("x")
+    path = write_config(tmp_path, f'[smtp]\nhost = "h"\npassword_file = "{tmp_path}/pw"\n')
+    assert problems(path) == [f"{path}: smtp: a password is given but no username to log in with"]
+
+
+def test_twilio_token_sources(tmp_path: Path) -> None:
+    (tmp_path / "tok").write_text("t")
+    sid = "AC" + "0" * 32
+    path = write_config(
+        tmp_path,
+        f'[twilio]\naccount_sid = "{sid}"\nauth_token_file = "{tmp_path}/tok"\n'
+        'auth_token_credential = "twilio-auth-token"\n',
+    )
+    assert problems(path) == [
+        f"{path}: twilio: give either auth_token_file or auth_token_credential, not both"
+    ]
+    path = write_config(tmp_path, '[twilio]\naccount_sid = "AC12"\n')
+    assert problems(path) == [
+        f"{path}: twilio.account_sid: expected an Account SID: AC followed by 32 hex digits"
+    ]
+
+
+def test_segment_values_are_case_insensitive(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, '[import.clients.segment_values]\n"Стратегический" = "VIP"\n"X" = "gold"\n'
+    )
+    assert problems(path) == [
+        f"{path}: import.clients.segment_values: 'X' maps to 'gold'; segments are: key, "
+        "minor, regular, vip"
+    ]
+    path = write_config(tmp_path, '[import.clients.segment_values]\n"Стратегический" = "VIP"\n')
+    assert load_settings(path).import_.clients.segment_values == {"стратегический": "vip"}
+
+
+def test_exchange_needs_https(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("x")
+    path = write_config(
+        tmp_path,
+        '[exchange]\nservice_endpoint = "http://mail.acme.example/EWS/Exchange.asmx"\n'
+        f'username = "svc@acme.example"\npassword_file = "{tmp_path}/pw"\n',
+    )
+    assert problems(path) == [
+        f"{path}: exchange.service_endpoint: expected the EWS URL, e.g. "
+        "https://mail.example.com/EWS/Exchange.asmx"
+    ]

@@ -203,6 +203,12 @@ class SmtpSettings(SecretRef):
     username: str | None = None
     timeout_seconds: float = Field(default=30.0, gt=0)
 
+    @model_validator(mode="after")
+    def _login(self) -> Self:
+        if self.password is not None and not self.username:
+            raise ValueError("a password is given but no username to log in with")
+        return self
+
 
 class ExchangeSettings(SecretRef):
     service_endpoint: str
@@ -215,7 +221,7 @@ class ExchangeSettings(SecretRef):
     @field_validator("service_endpoint")
     @classmethod
     def _https(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+/", value):
+        if not re.match(r"^https://[^/\s]+/", value):
             raise ValueError(
                 "expected the EWS URL, e.g. https://mail.example.com/EWS/Exchange.asmx"
             )
@@ -239,11 +245,13 @@ class TwilioSettings(_Section):
 
     @model_validator(mode="after")
     def _resolve(self) -> Self:
+        if self.auth_token_file is not None and self.auth_token_credential is not None:
+            raise ValueError("give either auth_token_file or auth_token_credential, not both")
+        if self.auth_token_file is None and self.auth_token_credential is None:
+            raise ValueError("give auth_token_file or auth_token_credential")
         ref = SecretRef(
             password_file=self.auth_token_file, password_credential=self.auth_token_credential
         )
-        if ref.password is None:
-            raise ValueError("give auth_token_file or auth_token_credential")
         object.__setattr__(self, "auth_token", ref.password)
         return self
 
@@ -297,11 +305,11 @@ class ClientsImport(_Section):
 
         allowed = {s.value for s in Segment}
         for label, segment in value.items():
-            if segment not in allowed:
+            if segment.strip().lower() not in allowed:
                 raise ValueError(
                     f"{label!r} maps to {segment!r}; segments are: {', '.join(sorted(allowed))}"
                 )
-        return {k.strip().casefold(): v for k, v in value.items()}
+        return {k.strip().casefold(): v.strip().lower() for k, v in value.items()}
 
 
 class ImportSettings(_Section):

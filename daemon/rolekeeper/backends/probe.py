@@ -146,8 +146,13 @@ def probe_smtp(cfg: SmtpSettings) -> ProbeResult:
 
 def probe_exchange(cfg: ExchangeSettings) -> ProbeResult:
     from exchangelib import DELEGATE, IMPERSONATION, Account, Configuration, Credentials
+    from exchangelib.protocol import BaseProtocol, NoVerifyHTTPAdapter
 
     target = cfg.service_endpoint
+    # exchangelib keeps these as class-wide settings; the daemon uses one Exchange server.
+    BaseProtocol.TIMEOUT = cfg.timeout_seconds
+    if not cfg.verify_tls:
+        BaseProtocol.HTTP_ADAPTER_CLS = NoVerifyHTTPAdapter
     try:
         config = Configuration(
             service_endpoint=cfg.service_endpoint,

@@ -120,9 +120,7 @@ def list_clients(
 
 def segment_counts(session: Session) -> dict[str, int]:
     counts = dict(
-        session.execute(select(Client.segment, func.count()).group_by(Client.segment))
-        
-        .all()
+        session.execute(select(Client.segment, func.count()).group_by(Client.segment)).all()
     )
     return {s.value: int(counts.get(s.value, 0)) for s in Segment}
 
@@ -177,9 +175,7 @@ def job_counts(session: Session) -> dict[str, int]:
             select(DueJob.status, func.count())
             .where(DueJob.status != JobStatus.DONE)
             .group_by(DueJob.status)
-        )
-        
-        .all()
+        ).all()
     )
     return {s.value: int(counts.get(s.value, 0)) for s in JobStatus if s != JobStatus.DONE}
 
