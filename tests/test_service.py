@@ -217,3 +217,30 @@ def test_bad_config_at_start_exits_2(state: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(f"config error: {config}: scheduler.poll_seconds:")
     assert "Traceback" not in result.stderr
+
+
+def test_console_output_on_a_tty(state: Path) -> None:
+    import pty
+
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rolekeeper", "--config", str(state / "rolekeeper.toml"), "run"],
+        stdout=child_fd,
+        stderr=child_fd,
+        env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
+    )
+    os.close(child_fd)
+    seen = b""
+    deadline = time.monotonic() + 20
+    try:
+        while b"ready" not in seen and time.monotonic() < deadline:
+            seen += os.read(main_fd, 4096)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        os.close(main_fd)
+    text = seen.decode(errors="replace")
+    lines = [line for line in text.splitlines() if "ready" in line]
+    assert lines, text
+    assert not lines[0].lstrip().startswith("{")  # human-readable, not JSON
+    assert SECRET not in text
