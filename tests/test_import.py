@@ -152,8 +152,8 @@ def test_unknown_supervisor_and_self_supervision(
     with pytest.raises(ImportFileError) as caught:
         run_import(sqlite_store, sqlite_settings, "people", write(tmp_path / "p.csv", text))
     assert caught.value.problems[:2] == [
-        "line 3: a person cannot be their own supervisor",
         "line 2: supervisor boss@acme.example is not a known person",
+        "line 3: a person cannot be their own supervisor",
     ]
 
 
@@ -311,10 +311,10 @@ def test_client_rows_that_disagree_are_refused(
     with pytest.raises(ImportFileError) as caught:
         run_import(org, sqlite_settings, "clients", write(tmp_path / "c.csv", text))
     assert caught.value.problems[:3] == [
-        "line 8: segment 'platinum' is not one of vip, key, regular, minor (map your CRM's "
-        "words in [import.clients] segment_values)",
         "line 3: segment 'key' differs from 'vip' given for client C1 on line 2",
         "line 7: duplicate contact lars@nordic.example of client C9 (first on line 6)",
+        "line 8: segment 'platinum' is not one of vip, key, regular, minor (map your CRM's "
+        "words in [import.clients] segment_values)",
     ]
     assert count(org, Client) == 0
 
@@ -338,3 +338,47 @@ def test_cli_import_reports_and_exits_nonzero(tmp_path: Path) -> None:
     good = write(tmp_path / "p2.csv", PEOPLE)
     result = subprocess.run([*cmd, str(good), "--json"], capture_output=True, text=True, check=True)
     assert '"created": 3' in result.stdout
+
+
+def test_bad_phone_numbers_name_every_line(
+    org: Store, sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    text = (
+        "client_id,client,segment,contact,phone\n"
+        "C1,A,key,X,+7 495 111-22-33\n"
+        "C1,A,key,Y,12\n"
+        "C2,B,key,Z,12\n"
+        "C3,C,key,W,call me\n"
+    )
+    with pytest.raises(ImportFileError) as caught:
+        run_import(org, sqlite_settings, "clients", write(tmp_path / "c.csv", text))
+    assert caught.value.problems == [
+        "line 3: phone: '12' is not a possible phone number for region RU",
+        "line 4: phone: '12' is not a possible phone number for region RU",
+        "line 5: phone: 'call me' is not a phone number",
+        "nothing from this file was imported",
+    ]
+
+
+def test_many_numbers_are_checked_on_every_core(
+    org: Store, sqlite_settings: Settings, tmp_path: Path
+) -> None:
+    from rolekeeper.directory import phones
+
+    lines = ["client_id,client,segment,contact,phone"]
+    lines += [
+        f"C{n},Client {n},regular,P{n},+7 495 {n // 10000:03d}-{n % 10000:04d}"
+        for n in range(phones.PARALLEL_MIN)
+    ]
+    lines.append("C-bad,Bad,regular,Q,+7 12")
+    path = write(tmp_path / "c.csv", "\n".join(lines) + "\n")
+    with pytest.raises(ImportFileError) as caught:
+        run_import(org, sqlite_settings, "clients", path)
+    assert caught.value.problems[0] == (
+        f"line {phones.PARALLEL_MIN + 2}: phone: '+7 12' is not a possible phone number for region RU"
+    )
+    good = write(tmp_path / "c2.csv", "\n".join(lines[:-1]) + "\n")
+    assert run_import(org, sqlite_settings, "clients", good).created == phones.PARALLEL_MIN
+    with org.sessions() as session:
+        numbers = set(session.scalars(select(Contact.phone)))
+    assert "+74950000001" in numbers and len(numbers) == phones.PARALLEL_MIN

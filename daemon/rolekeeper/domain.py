@@ -51,10 +51,12 @@ OPEN_TRANSITION_STATUSES = frozenset(
 
 # Deliberately simple: the CRM and HR exports are the authority, we only refuse what
 # cannot be an address at all. Full RFC 5322 parsing belongs to the mail scanner.
-_EMAIL_RE = re.compile(
-    r"^[^@\s<>\"(),;:]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+$"
-)
+_EMAIL_RE = re.compile(r"^[^@\s<>\"(),;:]+@[^@\s<>\"(),;:]+$")
 _DOMAIN_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$")
+
+
+_PLAIN_PHONE = re.compile(r"\+?[0-9 ()./-]+")
+_NOT_DIGIT = re.compile(r"[^0-9]")
 
 
 class InvalidValue(ValueError):
@@ -67,28 +69,39 @@ def normalise_email(value: str) -> str:
     if not _EMAIL_RE.match(text):
         raise InvalidValue(f"{value!r} is not an e-mail address")
     local, _, domain = text.rpartition("@")
-    try:
-        domain = domain.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise InvalidValue(f"{value!r} has an invalid domain") from exc
-    return f"{local}@{domain}".lower()
+    ascii_domain = _ascii_domain(domain.lower())
+    if ascii_domain is None or not _DOMAIN_RE.match(ascii_domain):
+        raise InvalidValue(f"{value!r} is not an e-mail address")
+    return f"{local.lower()}@{ascii_domain}"
 
 
 def normalise_domain(value: str) -> str:
-    text = value.strip().lower().lstrip("@")
-    try:
-        text = text.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise InvalidValue(f"{value!r} is not a domain") from exc
-    if not _DOMAIN_RE.match(text):
+    text = _ascii_domain(value.strip().lower().lstrip("@"))
+    if text is None or not _DOMAIN_RE.match(text):
         raise InvalidValue(f"{value!r} is not a domain")
     return text
+
+
+@lru_cache(maxsize=65536)
+def _ascii_domain(domain: str) -> str | None:
+    """IDNA form of a domain; cached because a file repeats its domains on many rows."""
+    if domain.isascii():
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
 
 
 @lru_cache(maxsize=65536)
 def normalise_phone(value: str, region: str) -> str:
     """E.164 form of a number written any usual way; `region` applies to national forms."""
     text = value.strip()
+    if _PLAIN_PHONE.fullmatch(text) and len(_NOT_DIGIT.sub("", text)) >= 7:
+        # Only digits and separators, and enough digits that phonenumbers' viability rules
+        # treat separators alike: it would reduce the text to these digits anyway, and its
+        # per-character Unicode handling is most of its cost.
+        text = ("+" if text.startswith("+") else "") + _NOT_DIGIT.sub("", text)
     try:
         parsed = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:

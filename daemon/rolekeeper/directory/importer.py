@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from rolekeeper.clock import utcnow
@@ -24,9 +24,11 @@ from rolekeeper.config import (
 )
 from rolekeeper.directory import records as rec
 from rolekeeper.directory.csvfile import Row, read_rows
+from rolekeeper.directory.phones import PendingPhones, PhoneError
 from rolekeeper.domain import ChannelKind, HolderKind
 from rolekeeper.errors import ImportFileError
 from rolekeeper.store.audit import record_audit
+from rolekeeper.store.bulk import bulk_insert
 from rolekeeper.store.models import (
     Channel,
     Client,
@@ -72,14 +74,15 @@ class ImportReport:
 class _Problems:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.items: list[str] = []
+        self.items: list[tuple[int, str]] = []
 
     def add(self, line: int, message: str) -> None:
-        self.items.append(f"line {line}: {message}")
+        self.items.append((line, f"line {line}: {message}"))
 
     def raise_if_any(self) -> None:
         if self.items:
-            shown = self.items[:MAX_LISTED_PROBLEMS]
+            shown = [text for _, text in sorted(self.items, key=lambda item: item[0])]
+            shown = shown[:MAX_LISTED_PROBLEMS]
             if len(self.items) > len(shown):
                 shown.append(f"... and {len(self.items) - len(shown)} more problems")
             shown.append("nothing from this file was imported")
@@ -312,12 +315,12 @@ def import_clients(session: Session, path: Path, settings: Settings, actor: str)
     region = settings.organisation.default_region
     problems = _Problems(path)
     required = ("client_id", "client", "segment")
-    rows = read_rows(path, CLIENT_FIELDS, required, cfg.columns)
-    parsed = _parse(
-        rows,
-        lambda r: rec.client_record(r, region, cfg.segment_values, cfg.default_language),
-        problems,
-    )
+    rows = list(read_rows(path, CLIENT_FIELDS, required, cfg.columns))
+    raw_phones = (row.cells.get("phone", "") for row in rows)
+    with PendingPhones((p for p in raw_phones if p), region) as pending:
+        parser = rec.ClientRowParser(region, cfg.segment_values, cfg.default_language)
+        parsed = _parse(rows, parser, problems)
+        _resolve_phones(parsed, pending.result(), problems)
     clients = _group_clients(parsed, problems)
     contacts = sum(len(c.contacts) for c in clients.values())
     report = ImportReport("clients", str(path), rows=len(parsed), records=len(clients))
@@ -334,6 +337,7 @@ def import_clients(session: Session, path: Path, settings: Settings, actor: str)
             select(Client.id, Client.crm_id, Client.name, Client.segment, Client.role_id)
         )
     }
+    now = utcnow()
     new_rows: list[dict[str, Any]] = []
     changed_rows: list[dict[str, Any]] = []
     for client in clients.values():
@@ -343,6 +347,8 @@ def import_clients(session: Session, path: Path, settings: Settings, actor: str)
         if known is None:
             new_rows.append(
                 {
+                    "created_at": now,
+                    "updated_at": now,
                     "crm_id": client.crm_id,
                     "name": client.name,
                     "segment": client.segment.value,
@@ -359,7 +365,7 @@ def import_clients(session: Session, path: Path, settings: Settings, actor: str)
                 }
             )
     if new_rows:
-        session.execute(insert(Client), new_rows)
+        bulk_insert(session, _table(Client), new_rows)
     if changed_rows:
         session.execute(update(Client), changed_rows)
     ids = dict(session.execute(select(Client.crm_id, Client.id)).all())
@@ -373,6 +379,21 @@ def import_clients(session: Session, path: Path, settings: Settings, actor: str)
     detail = report.as_dict() | {"clients": len(clients), "contacts": contacts}
     record_audit(session, actor, "import.clients", str(path), detail)
     return report
+
+
+def _resolve_phones(
+    clients: Iterable[rec.ClientRecord],
+    phones: dict[str, str | PhoneError],
+    problems: _Problems,
+) -> None:
+    for client in clients:
+        for contact in client.contacts:
+            if contact.phone is None:
+                continue
+            normalised = phones[contact.phone]
+            if isinstance(normalised, PhoneError):
+                problems.add(contact.line, f"phone: {normalised}")
+            contact.phone = str(normalised)
 
 
 def _group_clients(
@@ -438,7 +459,7 @@ def _sync_domains(
                 )
             )
     if add:
-        session.execute(insert(ClientDomain), add)
+        bulk_insert(session, _table(ClientDomain), add)
     return touched
 
 
@@ -502,7 +523,7 @@ def _sync_contacts(
                 remove.append({"id": row_id, "removed_at": now})
                 touched.add(cid)
     if add:
-        session.execute(insert(Contact), add)
+        bulk_insert(session, _table(Contact), add)
     if change:
         session.execute(update(Contact), change)
     if remove:
@@ -512,6 +533,11 @@ def _sync_contacts(
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+
+def _table(model: type[Any]) -> Table:
+    """Core inserts: the ORM bulk path splits batches wherever a value is None."""
+    return cast(Table, model.__table__)
 
 
 def _grouped(rows: Iterable[tuple[int, str]]) -> dict[int, set[str]]:

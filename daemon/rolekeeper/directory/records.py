@@ -61,7 +61,7 @@ class RoleRecord:
     holder: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ContactRecord:
     line: int
     name: str
@@ -151,10 +151,21 @@ def role_record(row: Row, region: str) -> RoleRecord:
     )
 
 
-def client_record(
-    row: Row, region: str, segment_values: Mapping[str, str], default_language: str
-) -> ClientRecord:
-    cells = row.cells
+CLIENT_HEAD_FIELDS = ("client_id", "client", "domains", "segment", "role")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHead:
+    """The client columns, repeated on each of a client's rows."""
+
+    crm_id: str
+    name: str
+    segment: Segment
+    role: str | None
+    domains: tuple[str, ...]
+
+
+def client_head(cells: Mapping[str, str], segment_values: Mapping[str, str]) -> ClientHead:
     label = _required(cells, "segment")
     folded = label.casefold()
     segment = segment_values.get(folded) or BUILTIN_SEGMENT_VALUES.get(folded)
@@ -167,21 +178,47 @@ def client_record(
         domains = tuple(normalise_domain(d) for d in _split(cells.get("domains", "")))
     except InvalidValue as exc:
         raise RowError(f"domains: {exc}") from None
-    client = ClientRecord(
-        line=row.line,
+    return ClientHead(
         crm_id=_required(cells, "client_id"),
         name=_required(cells, "client"),
         segment=Segment(segment),
         role=cells.get("role", "") or None,
         domains=domains,
     )
-    contact = _contact(row, region, default_language)
-    if contact is not None:
-        client.contacts.append(contact)
-    return client
 
 
-def _contact(row: Row, region: str, default_language: str) -> ContactRecord | None:
+class ClientRowParser:
+    """Parses client rows; the client columns are checked once per distinct value."""
+
+    def __init__(self, region: str, segment_values: Mapping[str, str], language: str) -> None:
+        self.region = region
+        self.segment_values = segment_values
+        self.language = language
+        self._heads: dict[tuple[str, ...], ClientHead | RowError] = {}
+
+    def __call__(self, row: Row) -> ClientRecord:
+        key = tuple(row.cells.get(f, "") for f in CLIENT_HEAD_FIELDS)
+        head = self._heads.get(key)
+        if head is None:
+            try:
+                head = client_head(row.cells, self.segment_values)
+            except RowError as exc:
+                head = exc
+            self._heads[key] = head
+        if isinstance(head, RowError):
+            raise RowError(str(head))
+        client = ClientRecord(
+            row.line, head.crm_id, head.name, head.segment, head.role, head.domains
+        )
+        contact = _contact(row, self.language)
+        if contact is not None:
+            client.contacts.append(contact)
+        return client
+
+
+def _contact(row: Row, default_language: str) -> ContactRecord | None:
+    """The contact of a client row; its phone stays as written until the importer has
+    normalised all numbers of the file at once (see directory.phones)."""
     cells = row.cells
     name, email, phone = cells.get("contact", ""), cells.get("email", ""), cells.get("phone", "")
     if not (name or email or phone):
@@ -199,7 +236,7 @@ def _contact(row: Row, region: str, default_language: str) -> ContactRecord | No
         line=row.line,
         name=name or (normalised_email or phone),
         email=normalised_email,
-        phone=_phone(phone, region, "phone") if phone else None,
+        phone=phone or None,
         is_mobile=mobile in _YES,
         language=language,
     )
