@@ -382,60 +382,67 @@ def import_clients(session: Session, path: Path, settings: Settings, actor: str)
 
 
 def _resolve_phones(
-    clients: Iterable[rec.ClientRecord],
-    phones: dict[str, str | PhoneError],
-    problems: _Problems,
+    rows: Iterable[rec.ClientRow], phones: dict[str, str | PhoneError], problems: _Problems
 ) -> None:
-    for client in clients:
-        for contact in client.contacts:
-            if contact.phone is None:
-                continue
-            normalised = phones[contact.phone]
-            if isinstance(normalised, PhoneError):
-                problems.add(contact.line, f"phone: {normalised}")
-            contact.phone = str(normalised)
+    for line, _, contact in rows:
+        if contact is None or contact.phone is None:
+            continue
+        normalised = phones[contact.phone]
+        if isinstance(normalised, PhoneError):
+            problems.add(line, f"phone: {normalised}")
+        contact.phone = str(normalised)
 
 
 def _group_clients(
-    parsed: Sequence[rec.ClientRecord], problems: _Problems
+    rows: Sequence[rec.ClientRow], problems: _Problems
 ) -> dict[str, rec.ClientRecord]:
     clients: dict[str, rec.ClientRecord] = {}
+    heads: dict[str, rec.ClientHead] = {}
     seen_contacts: dict[tuple[str, str], int] = {}
-    for row in parsed:
-        client = clients.get(row.crm_id)
+    for line, head, contact in rows:
+        crm_id = head.crm_id
+        client = clients.get(crm_id)
         if client is None:
-            client = clients[row.crm_id] = rec.ClientRecord(
-                row.line, row.crm_id, row.name, row.segment, row.role, row.domains
+            client = clients[crm_id] = rec.ClientRecord(
+                line, crm_id, head.name, head.segment, head.role, head.domains
             )
-        else:
-            for what, mine, theirs in (
-                ("client", row.name, client.name),
-                ("segment", row.segment.value, client.segment.value),
-                ("role", row.role, client.role),
-            ):
-                if mine != theirs:
-                    problems.add(
-                        row.line,
-                        f"{what} {mine!r} differs from {theirs!r} given for client "
-                        f"{row.crm_id} on line {client.line}",
-                    )
-            if row.domains and row.domains != client.domains:
-                if client.domains:
-                    problems.add(row.line, f"domains differ from those on line {client.line}")
-                else:
-                    client.domains = row.domains
-        for contact in row.contacts:
-            key = (row.crm_id, contact.identity)
-            if key in seen_contacts:
-                problems.add(
-                    row.line,
-                    f"duplicate contact {contact.identity} of client {row.crm_id} "
-                    f"(first on line {seen_contacts[key]})",
-                )
-                continue
-            seen_contacts[key] = row.line
-            client.contacts.append(contact)
+            heads[crm_id] = head
+        elif head is not heads[crm_id]:  # same values share one head object
+            _check_same_client(line, head, client, problems)
+        if contact is None:
+            continue
+        key = (crm_id, contact.identity)
+        first = seen_contacts.get(key)
+        if first is not None:
+            problems.add(
+                line,
+                f"duplicate contact {contact.identity} of client {crm_id} (first on line {first})",
+            )
+            continue
+        seen_contacts[key] = line
+        client.contacts.append(contact)
     return clients
+
+
+def _check_same_client(
+    line: int, head: rec.ClientHead, client: rec.ClientRecord, problems: _Problems
+) -> None:
+    for what, mine, theirs in (
+        ("client", head.name, client.name),
+        ("segment", head.segment.value, client.segment.value),
+        ("role", head.role, client.role),
+    ):
+        if mine != theirs:
+            problems.add(
+                line,
+                f"{what} {mine!r} differs from {theirs!r} given for client "
+                f"{client.crm_id} on line {client.line}",
+            )
+    if head.domains and head.domains != client.domains:
+        if client.domains:
+            problems.add(line, f"domains differ from those on line {client.line}")
+        else:
+            client.domains = head.domains
 
 
 def _sync_domains(

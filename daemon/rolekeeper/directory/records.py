@@ -187,6 +187,11 @@ def client_head(cells: Mapping[str, str], segment_values: Mapping[str, str]) -> 
     )
 
 
+# One row of a client file: its line, the client columns (shared between rows with the
+# same values, so grouping can compare by identity) and its contact, if it has one.
+ClientRow = tuple[int, ClientHead, "ContactRecord | None"]
+
+
 class ClientRowParser:
     """Parses client rows; the client columns are checked once per distinct value."""
 
@@ -196,8 +201,9 @@ class ClientRowParser:
         self.language = language
         self._heads: dict[tuple[str, ...], ClientHead | RowError] = {}
 
-    def __call__(self, row: Row) -> ClientRecord:
-        key = tuple(row.cells.get(f, "") for f in CLIENT_HEAD_FIELDS)
+    def __call__(self, row: Row) -> ClientRow:
+        cells = row.cells
+        key = tuple([cells.get(f, "") for f in CLIENT_HEAD_FIELDS])
         head = self._heads.get(key)
         if head is None:
             try:
@@ -207,13 +213,7 @@ class ClientRowParser:
             self._heads[key] = head
         if isinstance(head, RowError):
             raise RowError(str(head))
-        client = ClientRecord(
-            row.line, head.crm_id, head.name, head.segment, head.role, head.domains
-        )
-        contact = _contact(row, self.language)
-        if contact is not None:
-            client.contacts.append(contact)
-        return client
+        return (row.line, head, _contact(row, self.language))
 
 
 def _contact(row: Row, default_language: str) -> ContactRecord | None:
