@@ -19,7 +19,7 @@ PostgreSQL is used at 127.0.0.1:5432 as user ``postgres``; two databases named
 section holds ``{"error": ...}``.
 
 It prints one JSON document to stdout: row counts, per-database timings, the ratio of
-import to baseline, whether the SQLite/PostgreSQL import meets the 10 s target, and the
+import to baseline, whether the SQLite import meets the 10 s target, and the
 machine. The exit code is 1 if the SQLite run fails, or if any store ends up with other
 than the expected numbers of clients and contacts, or a re-import creates anything.
 """
@@ -456,11 +456,13 @@ def postgres_baseline(
 # --- runs -------------------------------------------------------------------------------
 
 
-def summarise(result: dict[str, Any]) -> dict[str, Any]:
+def summarise(result: dict[str, Any], target: bool) -> dict[str, Any]:
+    """The 10 s target is the issue's figure for SQLite; PostgreSQL is reported beside it."""
     base = result["baseline_bulk_insert_s"]
     result["ratio_import_to_baseline"] = round(result["import_s"] / base, 1) if base else None
-    result["target_import_s"] = TARGET_IMPORT_S
-    result["meets_target"] = result["import_s"] < TARGET_IMPORT_S
+    if target:
+        result["target_import_s"] = TARGET_IMPORT_S
+        result["meets_target"] = result["import_s"] < TARGET_IMPORT_S
     return result
 
 
@@ -471,7 +473,7 @@ def run_sqlite(
     result |= sqlite_baseline(tmp / "baseline.db", clients, roles)
     result["baseline_method"] = "sqlite3 executemany, one transaction, WAL, synchronous=FULL"
     result["sqlite_version"] = sqlite3.sqlite_version
-    return summarise(result)
+    return summarise(result, target=True)
 
 
 @dataclass
@@ -517,7 +519,7 @@ def run_postgres(
         result |= postgres_baseline(baseline, clients, roles)
         result["baseline_method"] = "psycopg executemany, one transaction"
         result["server_version"] = version[0] if version else None
-        result = summarise(result)
+        result = summarise(result, target=False)
     except Exception as exc:  # noqa: BLE001 - PostgreSQL trouble must not hide SQLite numbers
         result = {"error": f"{type(exc).__name__}: {exc}"}
     finally:

@@ -382,3 +382,35 @@ def test_many_numbers_are_checked_on_every_core(
     with org.sessions() as session:
         numbers = set(session.scalars(select(Contact.phone)))
     assert "+74950000001" in numbers and len(numbers) == phones.PARALLEL_MIN
+
+
+def test_import_on_sqlite_and_postgresql(any_settings: Settings, tmp_path: Path) -> None:
+    store = open_store(any_settings)
+    try:
+        run_import(store, any_settings, "people", write(tmp_path / "p.csv", PEOPLE))
+        run_import(store, any_settings, "roles", write(tmp_path / "r.csv", ROLES))
+        report = run_import(store, any_settings, "clients", write(tmp_path / "c.csv", CLIENTS))
+        assert (report.created, report.records) == (3, 3)
+        again = run_import(store, any_settings, "clients", write(tmp_path / "c.csv", CLIENTS))
+        assert (again.created, again.updated, again.unchanged) == (0, 0, 3)
+        with store.sessions() as session:
+            rows = session.execute(
+                select(
+                    Client.crm_id,
+                    Client.segment,
+                    Client.created_at,
+                    Contact.phone,
+                    Contact.is_mobile,
+                    Contact.language,
+                )
+                .join(Contact, Contact.client_id == Client.id)
+                .order_by(Contact.email)
+            ).all()
+        assert [(r[0], r[1], r[3], r[4], r[5]) for r in rows] == [
+            ("C2", "key", None, False, "en"),
+            ("C1", "vip", "+74951112233", False, "ru"),
+            ("C1", "vip", "+79160001122", True, "en"),
+        ]
+        assert all(r[2] is not None for r in rows)
+    finally:
+        store.close()

@@ -2,7 +2,8 @@
 
 SQLAlchemy's executemany processes every parameter of every row in Python; for a CRM
 export that costs more than the database itself. Here the statement is compiled once,
-each column's bind processor is looked up once, and the driver gets plain tuples.
+each column's bind processor is looked up once, and the driver gets plain tuples
+(SQLite: executemany; PostgreSQL: COPY).
 """
 
 from __future__ import annotations
@@ -31,9 +32,25 @@ def bulk_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
         ]
     else:
         values = [tuple(row[k] for k in order) for row in rows]
-    if compiled.positional:
+    if dialect.name == "postgresql":
+        _copy(connection.connection.driver_connection, table, order, values)
+    elif compiled.positional:
         connection.exec_driver_sql(compiled.string, values)
     else:
         connection.exec_driver_sql(
             compiled.string, [dict(zip(order, v, strict=True)) for v in values]
         )
+
+
+def _copy(
+    driver: Any, table: Table, columns: Sequence[str], values: Sequence[tuple[Any, ...]]
+) -> None:
+    """PostgreSQL: COPY inside the current transaction, several times faster than INSERTs."""
+    from psycopg import sql
+
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in values:
+            copy.write_row(row)
