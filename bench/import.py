@@ -46,7 +46,7 @@ import sqlalchemy
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import sessionmaker
 
-from rolekeeper.config import Settings, settings_from_mapping
+from rolekeeper.config import CLIENT_FIELDS, Settings, settings_from_mapping
 from rolekeeper.directory.importer import ImportReport, import_clients
 from rolekeeper.store.db import transaction
 from rolekeeper.store.models import Client, ClientDomain, Contact, Role
@@ -56,18 +56,7 @@ SEED = 20240501
 TARGET_IMPORT_S = 10.0
 ROLE_COUNT = 20
 PG_HOST = "postgresql://postgres@127.0.0.1:5432"
-HEADER = (
-    "client_id",
-    "client",
-    "domains",
-    "segment",
-    "role",
-    "contact",
-    "email",
-    "phone",
-    "mobile",
-    "language",
-)
+HEADER = CLIENT_FIELDS  # the canonical client columns, so no mapping is needed
 
 # --- generated data ---------------------------------------------------------------------
 

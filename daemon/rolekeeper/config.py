@@ -180,28 +180,29 @@ class RetentionSettings(_Section):
     purge_every_hours: float = Field(default=24.0, gt=0)
 
 
-class ImapSettings(SecretRef):
+class _ServerSettings(SecretRef):
+    """A TCP server reached with TLS (verified unless configured otherwise) and a login."""
+
     host: str
-    port: Port = 993
-    security: TlsMode = "tls"
     verify_tls: bool = True
     ca_file: Path | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class ImapSettings(_ServerSettings):
+    port: Port = 993
+    security: TlsMode = "tls"
     username: str
     # Dovecot "user*master" logins; empty means per-mailbox credentials.
     master_user_separator: str = "*"
     max_connections: int = Field(default=8, ge=1, le=1000)
     sieve_port: Port = 4190
-    timeout_seconds: float = Field(default=30.0, gt=0)
 
 
-class SmtpSettings(SecretRef):
-    host: str
+class SmtpSettings(_ServerSettings):
     port: Port = 587
     security: TlsMode = "starttls"
-    verify_tls: bool = True
-    ca_file: Path | None = None
     username: str | None = None
-    timeout_seconds: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _login(self) -> Self:

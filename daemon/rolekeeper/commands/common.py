@@ -49,6 +49,17 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
+def emit_rows(
+    args: argparse.Namespace, rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]
+) -> int:
+    """Print `rows` as JSON with --json, else as a table of `columns` (key, heading)."""
+    if args.json:
+        print_json(rows)
+    else:
+        print(table(rows, columns))
+    return 0
+
+
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
     """A plain aligned table; `columns` is (key, heading)."""
     if not rows:

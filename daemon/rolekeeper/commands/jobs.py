@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 
 from rolekeeper.clock import as_utc, utcnow
-from rolekeeper.commands.common import actor, add_json_flag, print_json, store_of, table
+from rolekeeper.commands.common import actor, add_json_flag, emit_rows, store_of
 from rolekeeper.duework import retry_parked
 from rolekeeper.errors import NotFoundError
 from rolekeeper.store.audit import record_audit
@@ -46,24 +46,19 @@ def _list(args: argparse.Namespace) -> int:
             }
             for j in session.scalars(query)
         ]
-    if args.json:
-        print_json(rows)
-    else:
-        print(
-            table(
-                rows,
-                [
-                    ("id", "ID"),
-                    ("kind", "KIND"),
-                    ("key", "KEY"),
-                    ("due_at", "DUE"),
-                    ("status", "STATUS"),
-                    ("attempts", "TRIES"),
-                    ("last_error", "LAST ERROR"),
-                ],
-            )
-        )
-    return 0
+    return emit_rows(
+        args,
+        rows,
+        [
+            ("id", "ID"),
+            ("kind", "KIND"),
+            ("key", "KEY"),
+            ("due_at", "DUE"),
+            ("status", "STATUS"),
+            ("attempts", "TRIES"),
+            ("last_error", "LAST ERROR"),
+        ],
+    )
 
 
 def _retry(args: argparse.Namespace) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rolekeeper.commands.common import add_json_flag, print_json, store_of, table
+from rolekeeper.commands.common import add_json_flag, emit_rows, store_of
 from rolekeeper.directory import queries
 from rolekeeper.domain import Segment
 
@@ -34,61 +34,46 @@ def register(sub: Any) -> None:
 def _roles(args: argparse.Namespace) -> int:
     with store_of(args) as store, store.sessions() as session:
         rows = queries.list_roles(session)
-    if args.json:
-        print_json(rows)
-    else:
-        print(
-            table(
-                rows,
-                [
-                    ("role", "ROLE"),
-                    ("address", "ADDRESS"),
-                    ("number", "NUMBER"),
-                    ("holder_name", "HOLDER"),
-                    ("holder", "HOLDER ADDRESS"),
-                    ("clients", "CLIENTS"),
-                ],
-            )
-        )
-    return 0
+    return emit_rows(
+        args,
+        rows,
+        [
+            ("role", "ROLE"),
+            ("address", "ADDRESS"),
+            ("number", "NUMBER"),
+            ("holder_name", "HOLDER"),
+            ("holder", "HOLDER ADDRESS"),
+            ("clients", "CLIENTS"),
+        ],
+    )
 
 
 def _people(args: argparse.Namespace) -> int:
     with store_of(args) as store, store.sessions() as session:
         rows = queries.list_people(session)
-    if args.json:
-        print_json(rows)
-    else:
-        print(
-            table(
-                rows,
-                [
-                    ("name", "NAME"),
-                    ("address", "ADDRESS"),
-                    ("supervisor", "SUPERVISOR"),
-                    ("roles", "ROLES"),
-                ],
-            )
-        )
-    return 0
+    return emit_rows(
+        args,
+        rows,
+        [
+            ("name", "NAME"),
+            ("address", "ADDRESS"),
+            ("supervisor", "SUPERVISOR"),
+            ("roles", "ROLES"),
+        ],
+    )
 
 
 def _clients(args: argparse.Namespace) -> int:
     with store_of(args) as store, store.sessions() as session:
         rows = queries.list_clients(session, role=args.role, segment=args.segment)
-    if args.json:
-        print_json(rows)
-    else:
-        print(
-            table(
-                rows,
-                [
-                    ("client_id", "ID"),
-                    ("name", "CLIENT"),
-                    ("segment", "SEGMENT"),
-                    ("role", "ROLE"),
-                    ("contacts", "CONTACTS"),
-                ],
-            )
-        )
-    return 0
+    return emit_rows(
+        args,
+        rows,
+        [
+            ("client_id", "ID"),
+            ("name", "CLIENT"),
+            ("segment", "SEGMENT"),
+            ("role", "ROLE"),
+            ("contacts", "CONTACTS"),
+        ],
+    )

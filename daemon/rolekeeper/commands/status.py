@@ -26,21 +26,27 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _minutes(value: str | None) -> str | None:
+    """ISO timestamps to the minute, for reading; --json keeps them whole."""
+    return value[:16].replace("T", " ") if value else value
+
+
 def render_status(data: dict[str, Any]) -> str:
     segments = data["clients_per_segment"]
+    roles = [r | {"since": _minutes(r["since"])} for r in data["roles"]]
     parts = [
         f"{data['organisation']}: {len(data['roles'])} roles, {data['people']} people, "
         f"{sum(segments.values())} clients, {data['contacts']} contacts",
         "",
         "Roles",
         table(
-            data["roles"],
+            roles,
             [
                 ("role", "ROLE"),
                 ("address", "ADDRESS"),
                 ("number", "NUMBER"),
                 ("holder_name", "HOLDER"),
-                ("since", "SINCE"),
+                ("since", "SINCE (UTC)"),
                 ("clients", "CLIENTS"),
             ],
         ),

@@ -148,14 +148,7 @@ def import_people(session: Session, path: Path, settings: Settings, actor: str) 
             session.flush()
             existing[person.email] = row
             new_ids.add(row.id)
-            session.add(
-                Channel(
-                    kind=ChannelKind.NAMED_MAILBOX,
-                    address=person.email,
-                    backend=_mail_backend(settings),
-                    person_id=row.id,
-                )
-            )
+            _add_channel(session, ChannelKind.NAMED_MAILBOX, person.email, settings, person=row)
     for person in people:
         row = existing[person.email]
         supervisor_id = existing[person.supervisor].id if person.supervisor else None
@@ -284,20 +277,30 @@ def import_roles(
 
 
 def _add_role_channels(session: Session, role: Role, settings: Settings) -> None:
+    _add_channel(session, ChannelKind.ROLE_MAILBOX, role.address, settings, role=role)
+    if role.number:
+        _add_channel(session, ChannelKind.ROLE_NUMBER, role.number, settings, role=role)
+
+
+def _add_channel(
+    session: Session,
+    kind: ChannelKind,
+    address: str,
+    settings: Settings,
+    *,
+    role: Role | None = None,
+    person: Person | None = None,
+) -> None:
+    backend = "twilio" if kind == ChannelKind.ROLE_NUMBER else _mail_backend(settings)
     session.add(
         Channel(
-            kind=ChannelKind.ROLE_MAILBOX,
-            address=role.address,
-            backend=_mail_backend(settings),
-            role_id=role.id,
+            kind=kind,
+            address=address,
+            backend=backend,
+            role_id=role.id if role else None,
+            person_id=person.id if person else None,
         )
     )
-    if role.number:
-        session.add(
-            Channel(
-                kind=ChannelKind.ROLE_NUMBER, address=role.number, backend="twilio", role_id=role.id
-            )
-        )
 
 
 def _mail_backend(settings: Settings) -> str:
