@@ -1,0 +1,38 @@
+"""What the rules see of one message: addresses, a few flags, and (when read) the author's text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFacts:
+    # Message-ID, or a digest of the header fields where there is none.
+    message_key: str
+    message_id: str | None
+    sender: str | None
+    to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    reply_to: tuple[str, ...] = ()
+    # Resent-* (a redirect or resend keeps the original Message-ID and From).
+    resent_from: str | None = None
+    resent_to: tuple[str, ...] = ()
+    date: datetime | None = None
+    # An auto-reply, bounce or bulk/list message: never counts as a client writing.
+    automated: bool = False
+    calendar_reply: bool = False
+    # The subject marks a forward, or a message/rfc822 part is attached.
+    forward: bool = False
+    # From: of the messages this one carries (forwarded text or attached messages).
+    carried_senders: tuple[str, ...] = ()
+    # The sender's own words and signature; None when the body was not read.
+    author_text: str | None = None
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        return self.to + self.cc
+
+    @property
+    def all_addressees(self) -> tuple[str, ...]:
+        return self.to + self.cc + self.resent_to
