@@ -48,7 +48,14 @@ FILE_OPTION = re.compile(r'^([a-z_]+_file)\s*=\s*"[^"]*"\s*$')
 CREDENTIAL_OPTION = re.compile(r'^([a-z_]+_credential)\s*=\s*"([^"]*)"\s*$')
 
 # Shown with an example value although the default (empty) differs.
-EXAMPLE_NOT_DEFAULT = {("organisation", "main_lines"), ("organisation", "corporate_numbers")}
+# Lists whose default is empty: the example shows a sample entry instead.
+EXAMPLE_NOT_DEFAULT = {
+    ("organisation", "main_lines"),
+    ("organisation", "corporate_numbers"),
+    ("detect", "freemail_domains"),
+    ("detect", "exempt_people"),
+    ("detect", "ignore_domains"),
+}
 IMPORT_FIELDS = {"people": PEOPLE_FIELDS, "roles": ROLE_FIELDS, "clients": CLIENT_FIELDS}
 
 

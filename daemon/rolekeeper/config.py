@@ -319,6 +319,35 @@ class ImportSettings(_Section):
     clients: ClientsImport = ClientsImport()
 
 
+class DetectSettings(_Section):
+    # Free-mail domains beyond the built-in list (rolekeeper.detect.freemail).
+    freemail_domains: tuple[str, ...] = ()
+    # Named addresses of people the rules skip (e.g. the director who may write from anywhere).
+    exempt_people: tuple[str, ...] = ()
+    # Rule 6: quiet when nothing came for more than this many times the usual interval.
+    quiet_factor: float = Field(default=3.0, gt=1)
+    # Correspondents never learned as client candidates (vendors, newsletters).
+    ignore_domains: tuple[str, ...] = ()
+
+    @field_validator("freemail_domains", "ignore_domains")
+    @classmethod
+    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return tuple(normalise_domain(d) for d in value)
+        except InvalidValue as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("exempt_people")
+    @classmethod
+    def _people(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from rolekeeper.domain import normalise_email
+
+        try:
+            return tuple(normalise_email(a) for a in value)
+        except InvalidValue as exc:
+            raise ValueError(str(exc)) from None
+
+
 class Settings(_Section):
     organisation: OrganisationSettings = OrganisationSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -326,6 +355,7 @@ class Settings(_Section):
     scheduler: SchedulerSettings = SchedulerSettings()
     retention: RetentionSettings = RetentionSettings()
     import_: ImportSettings = Field(default=ImportSettings(), alias="import")
+    detect: DetectSettings = DetectSettings()
     imap: ImapSettings | None = None
     smtp: SmtpSettings | None = None
     exchange: ExchangeSettings | None = None
