@@ -78,3 +78,43 @@ def test_every_rule_has_a_sample() -> None:
 
     annotated = {rule for s in SAMPLES for rule, _, _ in expected(s.read_bytes())}
     assert annotated == {rule.name for rule in MESSAGE_RULES}
+
+
+def test_explain_command(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    demo = subprocess.run(
+        [sys.executable, "-m", "rolekeeper", "demo", "--dir", str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "import clients" in demo.stdout
+    sample = Path(__file__).parent / "samples" / "r3_personal_cc.eml"
+    cmd = [sys.executable, "-m", "rolekeeper", "--config", str(tmp_path / "rolekeeper.toml")]
+    text = subprocess.run(
+        [*cmd, "explain", str(sample)], capture_output=True, text=True, check=True
+    )
+    assert "cc:           vanya.p@yandex.ru (personal address of Ivan Petrov)" in text.stdout
+    assert "HIT  personal-in-client-thread" in text.stdout
+    report = json.loads(
+        subprocess.run(
+            [*cmd, "explain", str(sample), "--json"], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    hits = {r["rule"]: r["incidents"] for r in report["rules"] if r["incidents"]}
+    assert hits == {
+        "personal-in-client-thread": [
+            {
+                "employee": "ivan.petrov@acme.example",
+                "client": "CRM-1001",
+                "segment": "regular",
+                "evidence": "Cc: vanya.p@yandex.ru",
+            }
+        ]
+    }
+    before = subprocess.run(
+        [*cmd, "explain", str(sample), "--as-of", "2001-01-01"], capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
+    assert "role, held by nobody" in before.stdout

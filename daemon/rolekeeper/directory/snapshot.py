@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from rolekeeper.config import Settings
@@ -22,7 +24,10 @@ from rolekeeper.store.models import (
 )
 
 
-def load_directory(session: Session, settings: Settings) -> Directory:
+def load_directory(
+    session: Session, settings: Settings, as_of: datetime | None = None
+) -> Directory:
+    """The directory now, or with the role holders of `as_of` (for replays of past mail)."""
     detect = settings.detect
     exempt = set(detect.exempt_people)
     employees = {
@@ -39,13 +44,17 @@ def load_directory(session: Session, settings: Settings) -> Directory:
         number: employees[pid]
         for pid, number in session.execute(select(PersonalPhone.person_id, PersonalPhone.number))
     }
-    holders = dict(
-        session.execute(
-            select(RoleHolder.role_id, RoleHolder.person_id).where(
-                RoleHolder.ended_at.is_(None), RoleHolder.kind == HolderKind.HOLDER
-            )
-        ).all()
+    held = select(RoleHolder.role_id, RoleHolder.person_id).where(
+        RoleHolder.kind == HolderKind.HOLDER
     )
+    if as_of is None:
+        held = held.where(RoleHolder.ended_at.is_(None))
+    else:
+        held = held.where(
+            RoleHolder.started_at <= as_of,
+            or_(RoleHolder.ended_at.is_(None), RoleHolder.ended_at > as_of),
+        )
+    holders = dict(session.execute(held).all())
     roles: dict[str, Employee | None] = {}
     role_numbers: set[str] = set()
     for role in session.scalars(select(Role)):
