@@ -1,0 +1,170 @@
+"""Rule edge cases on a small hand-made directory, the quiet-client evaluator, and the corpora."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from rolekeeper.detect.addresses import addresses
+from rolekeeper.detect.directory import ClientRef, Directory, Employee
+from rolekeeper.detect.facts import MessageFacts
+from rolekeeper.detect.freemail import BUILTIN_FREEMAIL
+from rolekeeper.detect.message import UnreadableMessage, facts_from_bytes
+from rolekeeper.detect.quiet import quiet_clients
+from rolekeeper.detect.rules import evaluate
+
+IVAN = Employee(1, "Ivan", "ivan@acme.example")
+BOSS = Employee(2, "Boss", "boss@acme.example", exempt=True)
+CLIENT = ClientRef(10, "C1", "Romashka", "vip")
+OTHER = ClientRef(11, "C2", "Lyutik", "key")
+DIRECTORY = Directory(
+    firm_domains=frozenset({"acme.example"}),
+    freemail=BUILTIN_FREEMAIL,
+    employees={IVAN.address: IVAN, BOSS.address: BOSS},
+    personal={"ivan@mail.ru": IVAN},
+    roles={"manager1@acme.example": IVAN},
+    contacts={"olga@romashka.example": CLIENT, "romashka.ceo@gmail.com": CLIENT},
+    client_domains={"romashka.example": CLIENT, "lyutik.example": OTHER},
+    corporate_numbers=frozenset({"+74951204501"}),
+    client_numbers={CLIENT.id: frozenset({"+79215446318"})},
+)
+
+
+def facts(**kw: object) -> MessageFacts:
+    return MessageFacts(message_key="<k@x>", message_id="<k@x>", **kw)  # type: ignore[arg-type]
+
+
+def rules_hit(f: MessageFacts) -> set[str]:
+    return {finding.rule for finding in evaluate(f, DIRECTORY)}
+
+
+def test_freemail_listed_as_contact_is_a_client_not_personal() -> None:
+    f = facts(sender="romashka.ceo@gmail.com", to=("ivan@acme.example",))
+    assert rules_hit(f) == {"client-to-named"}
+    assert not DIRECTORY.is_personal("romashka.ceo@gmail.com")
+    assert DIRECTORY.is_personal("stranger@gmail.com")
+
+
+def test_exempt_people_are_skipped() -> None:
+    assert rules_hit(facts(sender="olga@romashka.example", to=("boss@acme.example",))) == set()
+    assert rules_hit(facts(sender="boss@acme.example", to=("olga@romashka.example",))) == set()
+
+
+def test_firm_and_freemail_domains_never_make_a_client() -> None:
+    assert DIRECTORY.client_of("someone@acme.example") is None
+    assert DIRECTORY.client_of("x@gmail.com") is None
+    assert DIRECTORY.client_of("anyone@lyutik.example") == OTHER
+
+
+def test_forward_to_personal_is_rule_4_not_rule_3() -> None:
+    f = facts(
+        sender="ivan@acme.example",
+        to=("ivan@mail.ru",),
+        forward=True,
+        carried_senders=("olga@romashka.example",),
+    )
+    assert rules_hit(f) == {"client-thread-forwarded-out"}
+
+
+def test_forward_to_another_client_is_not_a_leak_but_named_address_is() -> None:
+    f = facts(
+        sender="ivan@acme.example",
+        to=("boss@lyutik.example",),
+        forward=True,
+        carried_senders=("olga@romashka.example",),
+    )
+    assert rules_hit(f) == {"named-to-client"}
+
+
+def test_resend_without_client_origin_is_ignored() -> None:
+    f = facts(
+        sender="news@vendor.example", resent_from="ivan@acme.example", resent_to=("ivan@mail.ru",)
+    )
+    assert rules_hit(f) == set()
+
+
+def test_private_number_rules() -> None:
+    base = {"sender": "manager1@acme.example", "to": ("olga@romashka.example",)}
+    corporate = facts(
+        **base, author_text="Call +7 495 120-45-01 or the client line +7 921 544-63-18"
+    )
+    assert rules_hit(corporate) == set()
+    leak = facts(**base, author_text="Mobile: +7 903 111 22 33")
+    [finding] = evaluate(leak, DIRECTORY)
+    assert (finding.rule, finding.employee, finding.evidence) == (
+        "private-contact-in-text", IVAN, "Mobile: +7 903 111 22 33",
+    )  # fmt: skip
+    tax_ids = facts(**base, author_text="ИНН 7701234567\nINN: 7707083893, КПП 770701001")
+    assert rules_hit(tax_ids) == set()
+    not_read = facts(**base)  # body not fetched: rule 5 cannot judge, says nothing
+    assert rules_hit(not_read) == set()
+
+
+def test_evidence_is_one_bounded_line() -> None:
+    text = "x" * 1000 + " +7 903 111 22 33"
+    f = facts(sender="manager1@acme.example", to=("olga@romashka.example",), author_text=text)
+    [finding] = evaluate(f, DIRECTORY)
+    assert len(finding.evidence) == 300
+
+
+@pytest.mark.parametrize(
+    ("value", "found"),
+    [
+        ("a@x.example", ("a@x.example",)),
+        ("Ivan <Ivan@X.example>, b@y.example", ("ivan@x.example", "b@y.example")),
+        (
+            '"Petrov, Ivan" <i@x.example>, "x@evil.example" <j@x.example>',
+            ("i@x.example", "j@x.example"),
+        ),
+        ("=?utf-8?B?0JjQstCw0L0=?= <i@x.example>", ("i@x.example",)),
+        ("undisclosed-recipients:;", ()),
+        ("i@x.example (Ivan), i@x.example", ("i@x.example",)),
+        ("", ()),
+    ],
+)
+def test_address_fast_path_and_fallback(value: str, found: tuple[str, ...]) -> None:
+    assert addresses(value) == found
+
+
+def days_ago(now: datetime, *days: int) -> list[datetime]:
+    return [now - timedelta(days=d) for d in days]
+
+
+def test_quiet_client_evaluator() -> None:
+    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    history = {
+        1: days_ago(now, 40, 33, 26, 19, 12),  # weekly, silent 12 days: not yet (3 × 7 = 21)
+        2: days_ago(now, 80, 73, 66, 59, 52),  # weekly, silent 52 days: quiet
+        3: days_ago(now, 60, 50, 40, 30),  # only 4 days with mail: no verdict
+        4: days_ago(now, 60, 60, 60, 60, 60, 10),  # one busy day counts once
+    }
+    verdicts = {v.client_id: v for v in quiet_clients(history, now, factor=3)}
+    assert set(verdicts) == {2}
+    assert verdicts[2].usual_gap_days == 7
+    assert verdicts[2].last_arrival == now - timedelta(days=52)
+
+
+CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+
+
+def test_every_corpus_message_is_parsed_or_recorded_unreadable() -> None:
+    if not CORPORA.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CORPORA} is missing; CI clones the project with ../shared beside it")
+        pytest.skip("../shared/corpora is not beside this checkout")
+    files = sorted(CORPORA.rglob("*.eml"))
+    assert len(files) > 10_000
+    parsed = unreadable = 0
+    for path in files:
+        try:
+            found = facts_from_bytes(path.read_bytes(), with_body=True)
+        except UnreadableMessage:
+            unreadable += 1
+            continue
+        assert found.message_key
+        parsed += 1
+    assert parsed + unreadable == len(files)
+    assert parsed > 0.99 * len(files)
