@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -187,6 +188,10 @@ class Incident(Base):
     evidence: Mapped[str] = mapped_column(Text, default="")
     detected_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
     status: Mapped[str] = mapped_column(String(16), default="open")
+    # Seen live (acted on) or in a backfill, resync or replay (recorded and reported only).
+    live: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    source: Mapped[str] = mapped_column(String(400), default="", server_default="")
+    message_date: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class Transition(Base):
@@ -287,3 +292,61 @@ class DueJob(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(255))
     lease_until: Mapped[datetime | None] = mapped_column(Timestamp)
     finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class UnreadableMessage(Base):
+    """A message the scanner could not parse: recorded, skipped, never retried silently."""
+
+    __tablename__ = "unreadable_messages"
+    __table_args__ = (UniqueConstraint("source", "folder", "uidvalidity", "uid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    source: Mapped[str] = mapped_column(String(320))
+    folder: Mapped[str] = mapped_column(String(255))
+    # IMAP UIDs and UIDVALIDITY are unsigned 32-bit: beyond PostgreSQL's INTEGER.
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text)
+    seen_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class ClientArrival(Base):
+    """One client message to its role channels: the history rule 6 reads."""
+
+    __tablename__ = "client_arrivals"
+    __table_args__ = (UniqueConstraint("client_id", "message_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    message_key: Mapped[str] = mapped_column(String(255))
+    arrived_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+
+
+class LearnedNumber(Base):
+    """A number a client wrote itself (its own text or signature): never a leak (rule 5)."""
+
+    __tablename__ = "learned_numbers"
+    __table_args__ = (UniqueConstraint("client_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"))
+    number: Mapped[str] = mapped_column(String(32))
+    first_seen: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Candidate(Base):
+    """An external correspondent not in the directory: perhaps a client; never notified
+    until an admin confirms it."""
+
+    __tablename__ = "candidates"
+    __table_args__ = (UniqueConstraint("address"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(320))
+    domain: Mapped[str] = mapped_column(String(253), index=True)
+    role_id: Mapped[int | None] = mapped_column(ForeignKey("roles.id"))
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    messages: Mapped[int] = mapped_column(Integer, default=1)
+    first_seen: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="new")
