@@ -55,6 +55,8 @@ EXAMPLE_NOT_DEFAULT = {
     ("detect", "freemail_domains"),
     ("detect", "exempt_people"),
     ("detect", "ignore_domains"),
+    ("watch", "journal_mailbox"),
+    ("watch", "extra_mailboxes"),
 }
 IMPORT_FIELDS = {"people": PEOPLE_FIELDS, "roles": ROLE_FIELDS, "clients": CLIENT_FIELDS}
 

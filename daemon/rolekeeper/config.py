@@ -348,6 +348,22 @@ class DetectSettings(_Section):
             raise ValueError(str(exc)) from None
 
 
+class WatchSettings(_Section):
+    # Folders read in every watched mailbox (role and named mailboxes of the directory).
+    folders: tuple[str, ...] = ("INBOX", "Sent")
+    # A mailbox receiving a copy of all mail (journaling, always_bcc); read like the others.
+    journal_mailbox: str | None = None
+    # Mailboxes to read besides the directory's, e.g. shared team mailboxes.
+    extra_mailboxes: tuple[str, ...] = ()
+    # The first scan of a folder (and a resync after UIDVALIDITY changed) reads this far back.
+    backfill_days: int = Field(default=30, ge=0, le=3650)
+    # How often every folder is checked for new mail, in seconds.
+    poll_seconds: float = Field(default=60.0, ge=1)
+    # Header fetches per round trip, and how much of a body is read when a rule needs it.
+    batch_size: int = Field(default=500, ge=1, le=2000)
+    body_limit_bytes: int = Field(default=65536, ge=1024)
+
+
 class Settings(_Section):
     organisation: OrganisationSettings = OrganisationSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -356,6 +372,7 @@ class Settings(_Section):
     retention: RetentionSettings = RetentionSettings()
     import_: ImportSettings = Field(default=ImportSettings(), alias="import")
     detect: DetectSettings = DetectSettings()
+    watch: WatchSettings = WatchSettings()
     imap: ImapSettings | None = None
     smtp: SmtpSettings | None = None
     exchange: ExchangeSettings | None = None

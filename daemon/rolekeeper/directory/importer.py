@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from rolekeeper.clock import utcnow
@@ -29,6 +29,7 @@ from rolekeeper.domain import ChannelKind, HolderKind
 from rolekeeper.errors import ImportFileError
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.bulk import bulk_insert
+from rolekeeper.store.db import table_of
 from rolekeeper.store.models import (
     Channel,
     Client,
@@ -368,7 +369,7 @@ def import_clients(session: Session, path: Path, settings: Settings, actor: str)
                 }
             )
     if new_rows:
-        bulk_insert(session, _table(Client), new_rows)
+        bulk_insert(session, table_of(Client), new_rows)
     if changed_rows:
         session.execute(update(Client), changed_rows)
     ids = dict(session.execute(select(Client.crm_id, Client.id)).all())
@@ -469,7 +470,7 @@ def _sync_domains(
                 )
             )
     if add:
-        bulk_insert(session, _table(ClientDomain), add)
+        bulk_insert(session, table_of(ClientDomain), add)
     return touched
 
 
@@ -533,7 +534,7 @@ def _sync_contacts(
                 remove.append({"id": row_id, "removed_at": now})
                 touched.add(cid)
     if add:
-        bulk_insert(session, _table(Contact), add)
+        bulk_insert(session, table_of(Contact), add)
     if change:
         session.execute(update(Contact), change)
     if remove:
@@ -543,11 +544,6 @@ def _sync_contacts(
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-def _table(model: type[Any]) -> Table:
-    """Core inserts: the ORM bulk path splits batches wherever a value is None."""
-    return cast(Table, model.__table__)
 
 
 def _grouped(rows: Iterable[tuple[int, str]]) -> dict[int, set[str]]:

@@ -15,6 +15,7 @@ from rolekeeper.store.models import (
     Client,
     ClientDomain,
     Contact,
+    LearnedNumber,
     MainLine,
     Person,
     PersonalAddress,
@@ -74,6 +75,8 @@ def load_directory(
             contacts[email] = clients[cid]
         if phone:
             numbers.setdefault(cid, set()).add(phone)
+    for cid, number in session.execute(select(LearnedNumber.client_id, LearnedNumber.number)):
+        numbers.setdefault(cid, set()).add(number)
     domains = {
         domain: clients[cid]
         for cid, domain in session.execute(select(ClientDomain.client_id, ClientDomain.domain))

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.engine import URL, CursorResult, Result, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -86,3 +86,8 @@ def safe_url(settings: DatabaseSettings) -> str:
 def rowcount(result: Result[Any]) -> int:
     """Rows an UPDATE or DELETE touched (the typed Result hides CursorResult.rowcount)."""
     return int(cast(CursorResult[Any], result).rowcount)
+
+
+def table_of(model: type[Any]) -> Table:
+    """The Core table of a mapped class, typed (mapped classes expose a generic FromClause)."""
+    return cast(Table, model.__table__)

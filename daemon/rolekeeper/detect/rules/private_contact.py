@@ -7,21 +7,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-import phonenumbers
-
 from rolekeeper.detect.directory import Directory
 from rolekeeper.detect.facts import MessageFacts
+from rolekeeper.detect.phones import phones_in
 from rolekeeper.detect.rules.base import Finding, Rule, evidence
 
 NAME = "private-contact-in-text"
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-# Russian company registration and bank numbers look like phone numbers to the matcher.
-_NOT_A_PHONE = re.compile(
-    r"(?:инн|кпп|огрн|огрнип|окпо|бик|р/с|к/с|сч[её]т|inn|kpp|ogrn|bic|iban|swift|account)"
-    r"[\s:№#.-]*$",
-    re.IGNORECASE,
-)
 
 
 def check(facts: MessageFacts, directory: Directory) -> Iterator[Finding]:
@@ -37,15 +30,9 @@ def check(facts: MessageFacts, directory: Directory) -> Iterator[Finding]:
     allowed = set(directory.corporate_numbers)
     for client in clients:
         allowed |= directory.client_numbers.get(client.id, frozenset())
-    for match in phonenumbers.PhoneNumberMatcher(
-        text, directory.region, leniency=phonenumbers.Leniency.VALID
-    ):
-        before = text[max(0, match.start - 12) : match.start]
-        if _NOT_A_PHONE.search(before):
-            continue
-        number = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+    for number, position in phones_in(text, directory.region):
         if number not in allowed:
-            yield Finding(NAME, employee, clients[0], evidence(_line_of(text, match.start)))
+            yield Finding(NAME, employee, clients[0], evidence(_line_of(text, position)))
     for found in _EMAIL.finditer(text):
         address = found.group(0).lower()
         if directory.is_personal(address):

@@ -1,0 +1,43 @@
+"""What the watcher needs of a mail system; IMAP today, Exchange and Graph behind the same."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class FolderState:
+    uidvalidity: int
+    uidnext: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    uid: int
+    data: bytes  # header fields, or the first bytes of the whole message
+
+
+class MailSource(Protocol):
+    """Reads mailboxes by stable numbers (IMAP UIDs); the cursor is the backend's own."""
+
+    name: str
+
+    def folder_state(self, mailbox: str, folder: str) -> FolderState | None:
+        """None when the folder does not exist."""
+
+    def uids_since(
+        self, mailbox: str, folder: str, first_uid: int, since_days: int | None
+    ) -> list[int]:
+        """UIDs >= first_uid, optionally only of mail received in the last `since_days`."""
+
+    def fetch_headers(
+        self, mailbox: str, folder: str, uids: Sequence[int], fields: Sequence[str]
+    ) -> list[Fetched]: ...
+
+    def fetch_bodies(
+        self, mailbox: str, folder: str, uids: Sequence[int], limit: int
+    ) -> list[Fetched]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,152 @@
+"""IMAP mail source (imapclient): one admin login reads every mailbox.
+
+With a master user (Dovecot `user*master`), each mailbox is opened as `mailbox*admin`. The
+number of open connections is capped (`imap.max_connections`; Dovecot allows 10 per user
+and IP by default); the least recently used one is closed to open another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from imapclient import IMAPClient
+
+from rolekeeper.backends.base import Fetched, FolderState
+from rolekeeper.backends.tls import client_context
+from rolekeeper.config import ImapSettings
+
+FETCH_BATCH = 2000  # Dovecot refuses command lines over 64 KiB
+
+
+class ImapSource:
+    name = "imap"
+
+    def __init__(self, settings: ImapSettings) -> None:
+        self.settings = settings
+        self._connections: OrderedDict[str, IMAPClient] = OrderedDict()
+        self._selected: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def _login_for(self, mailbox: str) -> tuple[str, str]:
+        cfg = self.settings
+        password = cfg.password.get_secret_value() if cfg.password else ""
+        if not cfg.master_user_separator:
+            raise NotImplementedError("per-mailbox IMAP credentials are not supported yet")
+        return f"{mailbox}{cfg.master_user_separator}{cfg.username}", password
+
+    def _client(self, mailbox: str) -> IMAPClient:
+        with self._lock:
+            client = self._connections.pop(mailbox, None)
+            if client is None:
+                while len(self._connections) >= self.settings.max_connections:
+                    _, oldest = self._connections.popitem(last=False)
+                    with contextlib.suppress(Exception):
+                        oldest.logout()
+                client = self._connect(mailbox)
+                self._selected.pop(mailbox, None)
+            self._connections[mailbox] = client
+            return client
+
+    def _connect(self, mailbox: str) -> IMAPClient:
+        cfg = self.settings
+        context = client_context(cfg.verify_tls, cfg.ca_file)
+        client = IMAPClient(
+            cfg.host,
+            port=cfg.port,
+            ssl=cfg.security == "tls",
+            ssl_context=context,
+            timeout=cfg.timeout_seconds,
+        )
+        try:
+            if cfg.security == "starttls":
+                client.starttls(context)
+            client.login(*self._login_for(mailbox))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.shutdown()
+            raise
+        return client
+
+    def drop(self, mailbox: str) -> None:
+        """Forget a connection after an error; the next call reconnects."""
+        with self._lock:
+            client = self._connections.pop(mailbox, None)
+            self._selected.pop(mailbox, None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.shutdown()
+
+    def _select(self, mailbox: str, folder: str) -> tuple[IMAPClient, int]:
+        client = self._client(mailbox)
+        info = client.select_folder(folder, readonly=True)
+        self._selected[mailbox] = folder
+        return client, int(info[b"UIDVALIDITY"])
+
+    def folder_state(self, mailbox: str, folder: str) -> FolderState | None:
+        client = self._client(mailbox)
+        if not client.folder_exists(folder):
+            return None
+        status = client.folder_status(folder, [b"UIDVALIDITY", b"UIDNEXT"])
+        return FolderState(int(status[b"UIDVALIDITY"]), int(status[b"UIDNEXT"]))
+
+    def uids_since(
+        self, mailbox: str, folder: str, first_uid: int, since_days: int | None
+    ) -> list[int]:
+        client, _ = self._select(mailbox, folder)
+        criteria: list[Any] = ["UID", f"{max(1, first_uid)}:*"]
+        if since_days is not None:
+            since = (datetime.now(UTC) - timedelta(days=since_days)).date()
+            criteria += ["SINCE", since]
+        # "N:*" always matches the highest UID, even one below N.
+        return sorted(uid for uid in client.search(criteria) if uid >= first_uid)
+
+    def fetch_headers(
+        self, mailbox: str, folder: str, uids: Sequence[int], fields: Sequence[str]
+    ) -> list[Fetched]:
+        item = f"BODY.PEEK[HEADER.FIELDS ({' '.join(f.upper() for f in fields)})]"
+        return self._fetch(mailbox, folder, uids, item, b"BODY[HEADER")
+
+    def fetch_bodies(
+        self, mailbox: str, folder: str, uids: Sequence[int], limit: int
+    ) -> list[Fetched]:
+        return self._fetch(mailbox, folder, uids, f"BODY.PEEK[]<0.{limit}>", b"BODY[]")
+
+    def _fetch(
+        self, mailbox: str, folder: str, uids: Sequence[int], item: str, key_prefix: bytes
+    ) -> list[Fetched]:
+        if not uids:
+            return []
+        client = self._client(mailbox)
+        if self._selected.get(mailbox) != folder:
+            self._select(mailbox, folder)
+        out: list[Fetched] = []
+        for start in range(0, len(uids), FETCH_BATCH):
+            batch = list(uids[start : start + FETCH_BATCH])
+            response = client.fetch(batch, [item])
+            for uid in batch:
+                data = response.get(uid, {})
+                value = next(
+                    (
+                        v
+                        for k, v in data.items()
+                        if isinstance(k, bytes) and k.startswith(key_prefix)
+                    ),
+                    None,
+                )
+                if isinstance(value, bytes):
+                    out.append(Fetched(uid, value))
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            clients = list(self._connections.values())
+            self._connections.clear()
+            self._selected.clear()
+        for client in clients:
+            with contextlib.suppress(Exception):
+                client.logout()

@@ -1,0 +1,25 @@
+"""INSERT … ON CONFLICT DO NOTHING on SQLite and PostgreSQL: seen twice, stored once."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from rolekeeper.store.db import rowcount
+
+
+def insert_ignore(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Insert the rows that do not break a unique constraint; returns how many were new."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(table).on_conflict_do_nothing()
+    new = 0
+    for row in rows:  # per row: executemany hides which rows conflicted
+        new += rowcount(session.execute(statement, dict(row)))
+    return new

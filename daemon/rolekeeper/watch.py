@@ -1,0 +1,347 @@
+"""Read new mail from each mailbox folder since its stored cursor, run the rules, store results.
+
+The cursor (UIDVALIDITY:last UID) advances in the same transaction as the incidents, arrivals
+and learned numbers of the messages it covers: after a crash, a dropped connection or a
+restart the next pass starts where the last committed one ended, and unique keys make a
+repeated message count once. A folder seen for the first time, or whose UIDVALIDITY changed,
+is read back `watch.backfill_days` and what that finds is recorded, never acted on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from rolekeeper.backends.base import Fetched, MailSource
+from rolekeeper.clock import Clock, SystemClock
+from rolekeeper.config import Settings
+from rolekeeper.detect.addresses import domain_of
+from rolekeeper.detect.directory import Directory
+from rolekeeper.detect.facts import MessageFacts
+from rolekeeper.detect.message import HEADER_FIELDS, UnreadableMessage, facts_from_bytes
+from rolekeeper.detect.phones import phones_in
+from rolekeeper.detect.rules import evaluate
+from rolekeeper.detect.rules.base import Finding
+from rolekeeper.directory.snapshot import load_directory
+from rolekeeper.log import get_logger
+from rolekeeper.store.db import table_of, transaction
+from rolekeeper.store.models import (
+    Candidate,
+    ClientArrival,
+    Incident,
+    LearnedNumber,
+    Person,
+    Role,
+    ScanCursor,
+)
+from rolekeeper.store.models import (
+    UnreadableMessage as UnreadableRow,
+)
+from rolekeeper.store.upsert import insert_ignore
+
+log = get_logger(__name__)
+
+
+@dataclass
+class ScanReport:
+    mailbox: str
+    folder: str
+    mode: str = "live"  # live | backfill | resync | replay | missing
+    messages: int = 0
+    bodies: int = 0
+    incidents: int = 0
+    unreadable: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+@dataclass
+class _Batch:
+    incidents: list[dict[str, Any]] = field(default_factory=list)
+    arrivals: list[dict[str, Any]] = field(default_factory=list)
+    numbers: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[dict[str, Any]] = field(default_factory=list)
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def parse_cursor(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    validity, _, last = value.partition(":")
+    return int(validity), int(last)
+
+
+class Scanner:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        settings: Settings,
+        source: MailSource,
+        clock: Clock | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.source = source
+        self.clock = clock or SystemClock()
+
+    def mailboxes(self) -> list[str]:
+        """Every role and named mailbox of the directory, the journal and the extras."""
+        with self.sessions() as session:
+            found = list(session.scalars(select(Role.address).order_by(Role.address)))
+            found += session.scalars(
+                select(Person.named_address).where(Person.active).order_by(Person.named_address)
+            )
+        watch = self.settings.watch
+        found += list(watch.extra_mailboxes)
+        if watch.journal_mailbox:
+            found.append(watch.journal_mailbox)
+        return list(dict.fromkeys(found))
+
+    def scan_all(self, *, as_of: datetime | None = None) -> list[ScanReport]:
+        with self.sessions() as session:
+            directory = load_directory(session, self.settings, as_of=as_of)
+        reports = []
+        for mailbox in self.mailboxes():
+            for folder in self.settings.watch.folders:
+                try:
+                    reports.append(self.scan(mailbox, folder, directory, replay=as_of is not None))
+                except (OSError, ConnectionError) as exc:
+                    # The next pass resumes from the stored cursor.
+                    log.warning("scan failed", mailbox=mailbox, folder=folder, error=str(exc))
+                    drop = getattr(self.source, "drop", None)
+                    if drop is not None:
+                        drop(mailbox)
+        return reports
+
+    def scan(
+        self, mailbox: str, folder: str, directory: Directory, *, replay: bool = False
+    ) -> ScanReport:
+        report = ScanReport(mailbox, folder)
+        state = self.source.folder_state(mailbox, folder)
+        if state is None:
+            report.mode = "missing"
+            return report
+        key = f"{self.source.name}:{mailbox}"
+        with self.sessions() as session:
+            stored = session.scalar(
+                select(ScanCursor.cursor).where(
+                    ScanCursor.source == key, ScanCursor.folder == folder
+                )
+            )
+        cursor = parse_cursor(stored)
+        backfill: int | None = self.settings.watch.backfill_days
+        if replay:
+            report.mode, first = "replay", 1
+        elif cursor is None:
+            report.mode, first = "backfill", 1
+        elif cursor[0] != state.uidvalidity:
+            report.mode, first = "resync", 1
+            log.warning(
+                "UIDVALIDITY changed: reading the folder again", mailbox=mailbox, folder=folder
+            )
+        else:
+            first, backfill = cursor[1] + 1, None
+        if first >= state.uidnext and report.mode == "live":
+            return report
+        uids = self.source.uids_since(mailbox, folder, first, backfill)
+        live = report.mode == "live"
+        size = self.settings.watch.batch_size
+        for start in range(0, len(uids), size):
+            batch_uids = uids[start : start + size]
+            batch = self._read(
+                mailbox, folder, state.uidvalidity, batch_uids, directory, live, report
+            )
+            self._commit(key, folder, state.uidvalidity, batch_uids, batch, replay, report)
+        if not uids and not replay:
+            self._commit(
+                key, folder, state.uidvalidity, [state.uidnext - 1], _Batch(), False, report
+            )
+        return report
+
+    def _read(
+        self,
+        mailbox: str,
+        folder: str,
+        uidvalidity: int,
+        uids: Sequence[int],
+        directory: Directory,
+        live: bool,
+        report: ScanReport,
+    ) -> _Batch:
+        batch = _Batch()
+        facts_by_uid: dict[int, MessageFacts] = {}
+        for fetched in self.source.fetch_headers(mailbox, folder, uids, HEADER_FIELDS):
+            parsed = self._parse(fetched, False, mailbox, folder, uidvalidity, batch)
+            if parsed is not None:
+                facts_by_uid[fetched.uid] = parsed
+        wanted = [uid for uid, facts in facts_by_uid.items() if _needs_body(facts, directory)]
+        for fetched in self.source.fetch_bodies(
+            mailbox, folder, wanted, self.settings.watch.body_limit_bytes
+        ):
+            parsed = self._parse(fetched, True, mailbox, folder, uidvalidity, batch)
+            if parsed is not None:
+                facts_by_uid[fetched.uid] = parsed
+                report.bodies += 1
+        now = self.clock.now()
+        source = f"{self.source.name}:{mailbox}/{folder}"
+        for facts in facts_by_uid.values():
+            report.messages += 1
+            for finding in evaluate(facts, directory):
+                batch.incidents.append(_incident_row(finding, facts, live, source, now))
+            self._learn(facts, directory, mailbox, batch, now)
+        return batch
+
+    def _parse(
+        self,
+        fetched: Fetched,
+        with_body: bool,
+        mailbox: str,
+        folder: str,
+        uidvalidity: int,
+        batch: _Batch,
+    ) -> MessageFacts | None:
+        try:
+            return facts_from_bytes(fetched.data, with_body=with_body)
+        except UnreadableMessage as exc:
+            batch.unreadable.append(
+                {
+                    "source": f"{self.source.name}:{mailbox}",
+                    "folder": folder,
+                    "uidvalidity": uidvalidity,
+                    "uid": fetched.uid,
+                    "reason": str(exc)[:2000],
+                    "seen_at": self.clock.now(),
+                }
+            )
+            return None
+
+    def _learn(
+        self,
+        facts: MessageFacts,
+        directory: Directory,
+        mailbox: str,
+        batch: _Batch,
+        now: datetime,
+    ) -> None:
+        sender = facts.sender
+        if sender is None or facts.automated or facts.calendar_reply:
+            return
+        client = directory.client_of(sender)
+        if client is not None:
+            if any(a in directory.roles for a in facts.recipients):
+                batch.arrivals.append(
+                    {
+                        "client_id": client.id,
+                        "message_key": facts.message_key,
+                        "arrived_at": facts.date or now,
+                    }
+                )
+            for number, _ in phones_in(facts.author_text or "", directory.region):
+                batch.numbers.append({"client_id": client.id, "number": number, "first_seen": now})
+            return
+        if directory.is_firm(sender) or directory.is_personal(sender):
+            return
+        domain = domain_of(sender)
+        if domain in self.settings.detect.ignore_domains:
+            return
+        role = directory.roles.get(mailbox)
+        if mailbox not in directory.roles and directory.employee(mailbox) is None:
+            return  # only correspondents of role and named mailboxes are candidates
+        entry = batch.candidates.setdefault(
+            sender, {"address": sender, "domain": domain, "mailbox": mailbox, "count": 0}
+        )
+        entry["count"] += 1
+        entry["role_mailbox"] = role is not None or mailbox in directory.roles
+
+    def _commit(
+        self,
+        key: str,
+        folder: str,
+        uidvalidity: int,
+        uids: Sequence[int],
+        batch: _Batch,
+        replay: bool,
+        report: ScanReport,
+    ) -> None:
+        with transaction(self.sessions) as session:
+            report.incidents += insert_ignore(session, table_of(Incident), batch.incidents)
+            insert_ignore(session, table_of(ClientArrival), batch.arrivals)
+            insert_ignore(session, table_of(LearnedNumber), batch.numbers)
+            report.unreadable += insert_ignore(session, table_of(UnreadableRow), batch.unreadable)
+            _record_candidates(session, batch.candidates.values(), self.clock.now())
+            if replay or not uids:
+                return
+            value = f"{uidvalidity}:{max(uids)}"
+            row = session.scalars(
+                select(ScanCursor).where(ScanCursor.source == key, ScanCursor.folder == folder)
+            ).one_or_none()
+            if row is None:
+                session.add(
+                    ScanCursor(source=key, folder=folder, cursor=value, scanned_at=self.clock.now())
+                )
+            else:
+                row.cursor, row.scanned_at = value, self.clock.now()
+
+
+def _needs_body(facts: MessageFacts, directory: Directory) -> bool:
+    """Bodies only where a rule needs them: firm mail to clients or to personal addresses
+    (rules 4 and 5), and client mail (to learn the client's own numbers)."""
+    sender = facts.sender
+    if sender is None or facts.automated:
+        return False
+    if directory.is_firm(sender):
+        return any(
+            directory.client_of(a) is not None or directory.is_personal(a)
+            for a in facts.all_addressees
+        )
+    return directory.client_of(sender) is not None
+
+
+def _incident_row(
+    finding: Finding, facts: MessageFacts, live: bool, source: str, now: datetime
+) -> dict[str, Any]:
+    return {
+        "rule": finding.rule,
+        "message_key": facts.message_key[:255],
+        "person_id": finding.employee.id if finding.employee else None,
+        "client_id": finding.client.id if finding.client else None,
+        "segment": finding.client.segment if finding.client else None,
+        "evidence": finding.evidence,
+        "detected_at": now,
+        "status": "open",
+        "live": live,
+        "source": source[:400],
+        "message_date": facts.date,
+    }
+
+
+def _record_candidates(session: Session, found: Iterable[dict[str, Any]], now: datetime) -> None:
+    for entry in found:
+        row = session.scalars(
+            select(Candidate).where(Candidate.address == entry["address"])
+        ).one_or_none()
+        if row is None:
+            role_id = session.scalar(select(Role.id).where(Role.address == entry["mailbox"]))
+            person_id = session.scalar(
+                select(Person.id).where(Person.named_address == entry["mailbox"])
+            )
+            session.add(
+                Candidate(
+                    address=entry["address"],
+                    domain=entry["domain"],
+                    role_id=role_id,
+                    person_id=person_id,
+                    messages=entry["count"],
+                    first_seen=now,
+                    last_seen=now,
+                )
+            )
+        else:
+            row.messages += entry["count"]
+            row.last_seen = now
