@@ -13,6 +13,8 @@ import pytest
 from rolekeeper.config import Settings, settings_from_mapping
 from rolekeeper.store.open import Store, open_store
 
+pytest_plugins = ["tests.servers.dovecot"]
+
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("ROLEKEEPER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_CI = os.environ.get("CI") == "true"
@@ -93,3 +95,23 @@ def any_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     mapping = sqlite_mapping(tmp_path / "unused.db")
     mapping["database"] = {"url": url}
     return settings_from_mapping(mapping)
+
+
+def import_sample_org(settings: Settings, store: Store) -> None:
+    """The sample organisation of `rolekeeper demo` (people, roles, clients)."""
+    from importlib import resources
+
+    from rolekeeper.directory.importer import import_clients, import_people, import_roles
+    from rolekeeper.store.db import transaction
+
+    sample = resources.files("rolekeeper.sample")
+    for name, importer in (
+        ("people", import_people),
+        ("roles", import_roles),
+        ("clients", import_clients),
+    ):
+        with (
+            resources.as_file(sample / f"{name}.csv") as path,
+            transaction(store.sessions) as session,
+        ):
+            importer(session, path, settings, "test")

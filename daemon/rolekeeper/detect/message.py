@@ -65,6 +65,8 @@ def header_fields(raw: bytes) -> dict[str, str]:
 def facts_from_bytes(raw: bytes, *, with_body: bool = False) -> MessageFacts:
     try:
         fields = header_fields(raw)
+        if not fields:
+            raise UnreadableMessage("no header fields: not an RFC 822 message")
         own_text: str | None = None
         carried: tuple[str, ...] = ()
         attached = False

@@ -1,0 +1,1 @@
+"""Private servers the integration tests start for themselves (Dovecot, an SMTP sink)."""

@@ -1,0 +1,223 @@
+"""The scanner against a private Dovecot: backfill, live mail, restarts, UIDVALIDITY changes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from rolekeeper.backends.imap import ImapSource
+from rolekeeper.commands.demo import DEMO_CONFIG
+from rolekeeper.config import Settings, load_settings
+from rolekeeper.store.models import (
+    Candidate,
+    ClientArrival,
+    Incident,
+    LearnedNumber,
+    ScanCursor,
+    UnreadableMessage,
+)
+from rolekeeper.store.open import Store, open_store
+from rolekeeper.watch import Scanner
+from tests.conftest import import_sample_org
+from tests.servers.dovecot import MASTER_USER, DovecotServer
+
+SAMPLES = Path(__file__).parent / "samples"
+IVAN = "ivan.petrov@acme.example"
+MANAGER1 = "manager1@acme.example"
+
+
+def sample(name: str, message_id: str | None = None) -> bytes:
+    raw = (SAMPLES / f"{name}.eml").read_bytes()
+    # Drop the expectation headers; give each use its own Message-ID when asked.
+    lines = [line for line in raw.split(b"\n") if not line.startswith(b"X-Rolekeeper-Expect")]
+    text = b"\n".join(lines)
+    if message_id is not None:
+        start = text.index(b"Message-ID: <") + len(b"Message-ID: <")
+        end = text.index(b">", start)
+        text = text[:start] + message_id.encode() + text[end:]
+    return text
+
+
+@pytest.fixture
+def org(tmp_path: Path, dovecot_server: DovecotServer) -> Iterator[tuple[Settings, Store]]:
+    (tmp_path / "master.pw").write_text(dovecot_server.master_password)
+    config = tmp_path / "rolekeeper.toml"
+    config.write_text(
+        DEMO_CONFIG.format(db=tmp_path / "rk.db")
+        + f'[imap]\nhost = "127.0.0.1"\nport = {dovecot_server.imap_port}\nsecurity = "plain"\n'
+        f'username = "{MASTER_USER}"\npassword_file = "{tmp_path}/master.pw"\n'
+        '[watch]\nfolders = ["INBOX", "Sent"]\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    store = open_store(settings)
+    import_sample_org(settings, store)
+    scanner = scanner_for(settings, store)
+    missing = {m: "pw" for m in scanner.mailboxes() if m not in _USERS}
+    if missing:  # once per session: Dovecot sees new passwd-file users only a second later
+        dovecot_server.add_users(missing)
+        _USERS.update(missing)
+    for mailbox in scanner.mailboxes():
+        _empty(dovecot_server, mailbox)
+    yield settings, store
+    store.close()
+
+
+_USERS: set[str] = set()
+
+
+def _empty(server: DovecotServer, mailbox: str) -> None:
+    with server.imap(*server.master_login(mailbox)) as client:
+        for folder in ("INBOX", "Sent"):
+            if not client.folder_exists(folder):
+                client.create_folder(folder)
+            client.select_folder(folder)
+            uids = client.search(["ALL"])
+            if uids:
+                client.delete_messages(uids)
+                client.expunge()
+
+
+def scanner_for(settings: Settings, store: Store) -> Scanner:
+    assert settings.imap is not None
+    return Scanner(store.sessions, settings, ImapSource(settings.imap))
+
+
+def incidents(store: Store) -> list[tuple[str, str, bool]]:
+    with store.sessions() as session:
+        rows = session.execute(
+            select(Incident.rule, Incident.message_key, Incident.live).order_by(Incident.id)
+        ).all()
+    return [(r, k, live) for r, k, live in rows]
+
+
+def count(store: Store, model: Any) -> int:
+    with store.sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_backfill_records_without_acting_then_live_mail_is_live(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    settings, store = org
+    dovecot_server.append(IVAN, "INBOX", sample("r1_client_to_named", "old-1@x"))
+    dovecot_server.append(IVAN, "Sent", sample("r2_named_to_client", "old-2@x"))
+    scanner = scanner_for(settings, store)
+    reports = {(r.mailbox, r.folder): r for r in scanner.scan_all()}
+    assert reports[(IVAN, "INBOX")].mode == "backfill"
+    assert incidents(store) == [
+        ("client-to-named", "<old-1@x>", False),
+        ("named-to-client", "<old-2@x>", False),
+    ]
+    # New mail after the first pass is live; the old mail is not read again.
+    dovecot_server.deliver(MANAGER1, sample("r3_personal_cc", "new-3@x"))
+    reports = {(r.mailbox, r.folder): r for r in scanner.scan_all()}
+    assert reports[(MANAGER1, "INBOX")].mode == "live"
+    assert reports[(MANAGER1, "INBOX")].messages == 1
+    assert reports[(IVAN, "INBOX")].messages == 0
+    assert incidents(store)[-1] == ("personal-in-client-thread", "<new-3@x>", True)
+    # A client writing to its role mailbox is an arrival for rule 6, and its numbers learned.
+    assert count(store, ClientArrival) == 1
+    scanner.source.close()
+
+
+def test_restart_and_reconnect_lose_nothing_and_count_nothing_twice(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    settings, store = org
+    first = scanner_for(settings, store)
+    first.scan_all()
+    for n in range(5):
+        dovecot_server.deliver(IVAN, sample("r1_client_to_named", f"burst-{n}@x"))
+    first.scan_all()
+    first.source.close()  # the connection goes away, as at a restart
+    dovecot_server.deliver(IVAN, sample("r1_client_to_named", "after-restart@x"))
+    dovecot_server.deliver(IVAN, sample("r1_client_to_named", "burst-0@x"))  # a duplicate
+    second = scanner_for(settings, store)
+    second.scan_all()
+    second.scan_all()
+    keys = [key for _, key, _ in incidents(store)]
+    assert sorted(keys) == sorted([f"<burst-{n}@x>" for n in range(5)] + ["<after-restart@x>"])
+    with store.sessions() as session:
+        cursor = session.scalar(
+            select(ScanCursor.cursor).where(
+                ScanCursor.source == f"imap:{IVAN}", ScanCursor.folder == "INBOX"
+            )
+        )
+    with dovecot_server.imap(*dovecot_server.master_login(IVAN)) as client:
+        status = client.folder_status("INBOX", [b"UIDVALIDITY", b"UIDNEXT"])
+    assert cursor == f"{status[b'UIDVALIDITY']}:{status[b'UIDNEXT'] - 1}"
+    second.source.close()
+
+
+def test_uidvalidity_change_resyncs_without_duplicates(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    settings, store = org
+    scanner = scanner_for(settings, store)
+    scanner.scan_all()
+    dovecot_server.deliver(IVAN, sample("r1_client_to_named", "before-rebuild@x"))
+    scanner.scan_all()
+    # The admin rebuilds the folder: same mail, new UIDVALIDITY.
+    with dovecot_server.imap(*dovecot_server.master_login(IVAN)) as client:
+        client.rename_folder("Sent", "Sent-old")
+        client.create_folder("Sent")
+    dovecot_server.append(IVAN, "Sent", sample("r2_named_to_client", "in-rebuilt@x"))
+    dovecot_server.append(IVAN, "Sent", sample("r2_named_to_client", "in-rebuilt-2@x"))
+    reports = {(r.mailbox, r.folder): r for r in scanner.scan_all()}
+    assert reports[(IVAN, "Sent")].mode == "resync"
+    assert incidents(store) == [
+        ("client-to-named", "<before-rebuild@x>", True),
+        ("named-to-client", "<in-rebuilt@x>", False),
+        ("named-to-client", "<in-rebuilt-2@x>", False),
+    ]
+    with dovecot_server.imap(*dovecot_server.master_login(IVAN)) as client:
+        client.delete_folder("Sent-old")
+    scanner.source.close()
+
+
+def test_unreadable_mail_is_recorded_and_skipped(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    settings, store = org
+    scanner = scanner_for(settings, store)
+    scanner.scan_all()
+    # APPEND stores the bytes as given (LMTP would add Return-Path and Delivered-To).
+    dovecot_server.append(IVAN, "INBOX", b"This is not a message at all.\r\nJust text.\r\n")
+    dovecot_server.deliver(IVAN, sample("r1_client_to_named", "after-junk@x"))
+    scanner.scan_all()
+    with store.sessions() as session:
+        [bad] = session.scalars(select(UnreadableMessage)).all()
+    assert bad.source == f"imap:{IVAN}" and "no header fields" in bad.reason
+    assert [key for _, key, _ in incidents(store)] == ["<after-junk@x>"]
+    scanner.source.close()
+
+
+def test_unknown_correspondents_become_candidates(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    settings, store = org
+    scanner = scanner_for(settings, store)
+    scanner.scan_all()
+    message = (
+        b"From: Buyer <buyer@new-prospect.example>\r\nTo: manager1@acme.example\r\n"
+        b"Subject: price request\r\nMessage-ID: <prospect-1@x>\r\n\r\nHello\r\n"
+    )
+    dovecot_server.deliver(MANAGER1, message)
+    dovecot_server.deliver(MANAGER1, message.replace(b"prospect-1", b"prospect-2"))
+    dovecot_server.deliver(MANAGER1, message.replace(b"buyer@new-prospect.example", b"x@gmail.com"))
+    scanner.scan_all()
+    with store.sessions() as session:
+        found = session.scalars(select(Candidate)).all()
+    assert [c.address for c in found] == ["buyer@new-prospect.example"]
+    [candidate] = found
+    assert (candidate.address, candidate.domain, candidate.messages) == (
+        "buyer@new-prospect.example", "new-prospect.example", 2,
+    )  # fmt: skip
+    assert candidate.role_id is not None
+    assert count(store, LearnedNumber) == 0
+    scanner.source.close()
