@@ -221,3 +221,70 @@ def test_unknown_correspondents_become_candidates(
     assert candidate.role_id is not None
     assert count(store, LearnedNumber) == 0
     scanner.source.close()
+
+
+def test_scan_and_incidents_commands(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    settings, _ = org
+    config = str(settings.source_files[0])
+    dovecot_server.append(IVAN, "INBOX", sample("r1_client_to_named", "cli-1@x"))
+    cmd = [sys.executable, "-m", "rolekeeper", "--config", config]
+    scanned = json.loads(
+        subprocess.run([*cmd, "scan", "--once", "--json"], capture_output=True, text=True,
+                       check=True).stdout
+    )  # fmt: skip
+    inbox = next(r for r in scanned if r["mailbox"] == IVAN and r["folder"] == "INBOX")
+    assert (inbox["mode"], inbox["messages"], inbox["incidents"]) == ("backfill", 1, 1)
+    listed = json.loads(
+        subprocess.run([*cmd, "incidents", "list", "--person", IVAN, "--json"],
+                       capture_output=True, text=True, check=True).stdout
+    )  # fmt: skip
+    assert [(i["rule"], i["client"], i["live"], i["message"]) for i in listed] == [
+        ("client-to-named", "CRM-1001", False, "<cli-1@x>")
+    ]
+    replay = json.loads(
+        subprocess.run([*cmd, "scan", "--as-of", "2026-11-01", "--json"], capture_output=True,
+                       text=True, check=True).stdout
+    )  # fmt: skip
+    assert {r["mode"] for r in replay} == {"replay"}
+    empty = subprocess.run([*cmd, "incidents", "list", "--rule", "named-to-client"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert empty.stdout.strip() == "(none)"
+
+
+def test_the_service_watches_mail(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    settings, store = org
+    config = settings.source_files[0]
+    config.write_text(
+        config.read_text(encoding="utf-8").replace("[watch]\n", "[watch]\npoll_seconds = 1\n"),
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rolekeeper", "--config", str(config), "run"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and count(store, ScanCursor) < 26:
+            time.sleep(0.2)  # the first pass (a backfill of every folder) is done
+        assert count(store, ScanCursor) == 26
+        dovecot_server.deliver(IVAN, sample("r1_client_to_named", "while-running@x"))
+        while time.monotonic() < deadline and not incidents(store):
+            time.sleep(0.2)
+        assert incidents(store) == [("client-to-named", "<while-running@x>", True)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0

@@ -10,10 +10,20 @@ from collections.abc import Sequence
 from sqlalchemy.exc import OperationalError
 
 from rolekeeper import __version__
-from rolekeeper.commands import check, demo, explain, importing, jobs, listing, run, status
+from rolekeeper.commands import (
+    check,
+    demo,
+    explain,
+    importing,
+    jobs,
+    listing,
+    run,
+    scan,
+    status,
+)
 from rolekeeper.errors import ConfigError, RolekeeperError
 
-COMMAND_GROUPS = (run, check, importing, listing, status, explain, jobs, demo)
+COMMAND_GROUPS = (run, check, importing, listing, status, scan, explain, jobs, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,3 +33,22 @@ def add_due_work(scheduler: BackgroundScheduler, run: Callable[[], object], ever
 
 def set_due_work_interval(scheduler: BackgroundScheduler, every: float) -> None:
     scheduler.reschedule_job(DUE_WORK_JOB, trigger="interval", seconds=every)
+
+
+MAIL_SCAN_JOB = "mail-scan"
+
+
+def add_mail_scan(scheduler: BackgroundScheduler, run: Callable[[], object], every: float) -> None:
+    """Scans are cursor-driven: a skipped tick loses nothing, the next pass reads on."""
+    scheduler.add_job(
+        run,
+        "interval",
+        seconds=every,
+        id=MAIL_SCAN_JOB,
+        next_run_time=datetime.now(UTC),
+        replace_existing=True,
+    )
+
+
+def reschedule_mail_scan(scheduler: BackgroundScheduler, every: float) -> None:
+    scheduler.reschedule_job(MAIL_SCAN_JOB, trigger="interval", seconds=every)

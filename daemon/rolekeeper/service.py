@@ -14,15 +14,23 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from rolekeeper import __version__
+from rolekeeper.backends.imap import ImapSource
 from rolekeeper.config import Settings, load_settings
 from rolekeeper.duework import DueWorkRunner
 from rolekeeper.errors import ConfigError
 from rolekeeper.jobkinds import job_kinds
 from rolekeeper.log import configure_logging, get_logger
-from rolekeeper.scheduler import add_due_work, build_scheduler, set_due_work_interval
+from rolekeeper.scheduler import (
+    add_due_work,
+    add_mail_scan,
+    build_scheduler,
+    reschedule_mail_scan,
+    set_due_work_interval,
+)
 from rolekeeper.sdnotify import Notifier
 from rolekeeper.store.db import safe_url
 from rolekeeper.store.open import Store, open_store, sync_main_lines
+from rolekeeper.watch import Scanner
 
 log = get_logger(__name__)
 
@@ -38,6 +46,7 @@ class Service:
         self._wake = threading.Event()
         self._stop = False
         self._reload = False
+        self.scanner: Scanner | None = None
 
     def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
         self._stop = True
@@ -64,6 +73,9 @@ class Service:
         runner.seed_recurring()
         scheduler = build_scheduler()
         add_due_work(scheduler, runner.run_due, self.settings.scheduler.poll_seconds)
+        self.scanner = self._scanner(store)
+        if self.scanner is not None:
+            add_mail_scan(scheduler, self._scan, self.settings.watch.poll_seconds)
         scheduler.start()
         self.notifier.ready(
             f"running; checking due work every {self.settings.scheduler.poll_seconds:g}s"
@@ -76,9 +88,29 @@ class Service:
             log.info("stopping: letting the current job finish")
             runner.request_stop()
             scheduler.shutdown(wait=True)
+            if self.scanner is not None:
+                self.scanner.source.close()
             store.close()
             log.info("stopped")
         return 0
+
+    def _scanner(self, store: Store) -> Scanner | None:
+        if self.settings.imap is None:
+            log.info("no [imap] section: mail is not watched")
+            return None
+        return Scanner(store.sessions, self.settings, ImapSource(self.settings.imap))
+
+    def _scan(self) -> None:
+        assert self.scanner is not None
+        try:
+            reports = self.scanner.scan_all()
+        except Exception as exc:  # noqa: BLE001 - the next pass resumes from the cursors
+            log.error("mail scan failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        found = sum(r.incidents for r in reports)
+        read = sum(r.messages for r in reports)
+        if read:
+            log.info("mail scanned", messages=read, incidents=found, folders=len(reports))
 
     def _loop(self, scheduler: BackgroundScheduler, runner: DueWorkRunner, store: Store) -> None:
         interval = self.notifier.watchdog_interval
@@ -110,6 +142,9 @@ class Service:
         self.settings = new
         configure_logging(new.logging)
         runner.settings = new
+        if self.scanner is not None:
+            self.scanner.settings = new
+            reschedule_mail_scan(scheduler, new.watch.poll_seconds)
         sync_main_lines(store, new)
         set_due_work_interval(scheduler, new.scheduler.poll_seconds)
         log.info(

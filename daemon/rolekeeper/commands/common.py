@@ -8,12 +8,22 @@ import json
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from rolekeeper.config import Settings, load_settings
 from rolekeeper.store.open import Store, open_store
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def parse_when(value: str) -> datetime:
+    """An ISO 8601 date or time from the command line; UTC when no zone is given."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 date") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rolekeeper.commands.common import add_json_flag, print_json, settings_of, store_of
+from rolekeeper.commands.common import add_json_flag, parse_when, print_json, settings_of, store_of
 from rolekeeper.detect.directory import Directory
 from rolekeeper.detect.message import UnreadableMessage, facts_from_bytes
 from rolekeeper.detect.rules import MESSAGE_RULES
@@ -19,18 +18,10 @@ def register(sub: Any) -> None:
     parser = sub.add_parser("explain", help="show what each detection rule decides for a message")
     parser.add_argument("file", type=Path, help="a message as an .eml file")
     parser.add_argument(
-        "--as-of", type=_when, help="use the role holders of this date (ISO 8601) for replays"
+        "--as-of", type=parse_when, help="use the role holders of this date (ISO 8601) for replays"
     )
     add_json_flag(parser)
     parser.set_defaults(func=_explain)
-
-
-def _when(value: str) -> datetime:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 date") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _explain(args: argparse.Namespace) -> int:

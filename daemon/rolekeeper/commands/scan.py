@@ -1,0 +1,110 @@
+"""`rolekeeper scan --once [--as-of DATE]` and `rolekeeper incidents list`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import aliased
+
+from rolekeeper.backends.imap import ImapSource
+from rolekeeper.clock import as_utc
+from rolekeeper.commands.common import add_json_flag, emit_rows, parse_when, settings_of, store_of
+from rolekeeper.errors import RolekeeperError
+from rolekeeper.store.models import Client, Incident, Person
+from rolekeeper.watch import Scanner
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("scan", help="read new mail from every watched mailbox now")
+    parser.add_argument("--once", action="store_true", help="one pass, then exit (the default)")
+    parser.add_argument(
+        "--as-of",
+        type=parse_when,
+        help="replay: read the folders again with the directory of that date; record, never act",
+    )
+    add_json_flag(parser)
+    parser.set_defaults(func=_scan)
+
+    incidents = sub.add_parser("incidents", help="detected incidents").add_subparsers(
+        dest="action", required=True
+    )
+    p = incidents.add_parser("list", help="list incidents, newest first")
+    p.add_argument("--since", type=parse_when, help="only those detected since this date")
+    p.add_argument("--rule", help="only this rule")
+    p.add_argument("--person", help="only incidents of this person (named address)")
+    add_json_flag(p)
+    p.set_defaults(func=_incidents)
+
+
+def _scan(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    if settings.imap is None:
+        raise RolekeeperError("no [imap] section in the config: nothing to scan")
+    source = ImapSource(settings.imap)
+    try:
+        with store_of(args) as store:
+            reports = Scanner(store.sessions, settings, source).scan_all(as_of=args.as_of)
+    finally:
+        source.close()
+    rows = [r.as_dict() for r in reports if r.mode != "missing"]
+    return emit_rows(
+        args,
+        rows,
+        [
+            ("mailbox", "MAILBOX"),
+            ("folder", "FOLDER"),
+            ("mode", "MODE"),
+            ("messages", "MESSAGES"),
+            ("bodies", "BODIES"),
+            ("incidents", "NEW INCIDENTS"),
+            ("unreadable", "UNREADABLE"),
+        ],
+    )
+
+
+def _incidents(args: argparse.Namespace) -> int:
+    person = aliased(Person)
+    query = (
+        select(Incident, person.named_address, Client.crm_id, Client.name)
+        .outerjoin(person, person.id == Incident.person_id)
+        .outerjoin(Client, Client.id == Incident.client_id)
+        .order_by(Incident.detected_at.desc(), Incident.id.desc())
+    )
+    if args.since is not None:
+        query = query.where(Incident.detected_at >= args.since)
+    if args.rule:
+        query = query.where(Incident.rule == args.rule)
+    if args.person:
+        query = query.where(person.named_address == args.person.strip().lower())
+    with store_of(args) as store, store.sessions() as session:
+        rows = [
+            {
+                "id": i.id,
+                "detected_at": as_utc(i.detected_at).isoformat(),
+                "rule": i.rule,
+                "person": address,
+                "client": crm,
+                "client_name": name,
+                "segment": i.segment,
+                "live": i.live,
+                "message": i.message_key,
+                "evidence": i.evidence,
+                "source": i.source,
+            }
+            for i, address, crm, name in session.execute(query).all()
+        ]
+    return emit_rows(
+        args,
+        rows,
+        [
+            ("id", "ID"),
+            ("rule", "RULE"),
+            ("person", "PERSON"),
+            ("client", "CLIENT"),
+            ("segment", "SEGMENT"),
+            ("live", "LIVE"),
+            ("evidence", "EVIDENCE"),
+        ],
+    )
