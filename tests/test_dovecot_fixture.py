@@ -15,8 +15,8 @@ from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 from sievelib.managesieve import Client as SieveClient
 
-from tests.servers.dovecot import DovecotError, DovecotServer
-from tests.servers.smtp import SmtpSink
+from rolekeeper.lab.dovecot import DovecotError, DovecotServer
+from rolekeeper.lab.smtp import SmtpSink
 
 DOMAIN = "acme.example"
 

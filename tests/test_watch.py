@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from rolekeeper.backends.imap import ImapSource
 from rolekeeper.commands.demo import DEMO_CONFIG
 from rolekeeper.config import Settings, load_settings
+from rolekeeper.lab.dovecot import MASTER_USER, DovecotServer
 from rolekeeper.store.models import (
     Candidate,
     ClientArrival,
@@ -23,7 +24,6 @@ from rolekeeper.store.models import (
 from rolekeeper.store.open import Store, open_store
 from rolekeeper.watch import Scanner
 from tests.conftest import import_sample_org
-from tests.servers.dovecot import MASTER_USER, DovecotServer
 
 SAMPLES = Path(__file__).parent / "samples"
 IVAN = "ivan.petrov@acme.example"
