@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,13 +26,6 @@ def require(condition: bool, why: str) -> None:
     if IN_CI:
         pytest.fail(f"{why} (CI=true: integration peers must be present)")
     pytest.skip(why)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def sqlite_mapping(path: Path, **sections: dict[str, object]) -> dict[str, object]:

@@ -13,7 +13,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
 
-from tests.conftest import free_port
+from rolekeeper.lab.ports import free_port
 
 
 def rk(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -68,7 +68,9 @@ def test_status_json(demo: Path) -> None:
     assert status["clients_per_segment"] == {"vip": 2, "key": 11, "regular": 20, "minor": 7}
     assert status["contacts"] == 85
     assert status["open_transitions"] == []
-    assert status["mail_sources"] == []
+    [source] = status["mail_sources"]  # the demo's private Dovecot
+    assert (source["backend"], source["server"], source["folders"]) == ("imap", "127.0.0.1", 26)
+    assert source["last_scan"] is not None
     assert status["jobs"] == {"pending": 0, "running": 0, "parked": 0}
 
 
@@ -152,3 +154,23 @@ def test_jobs_list_and_retry(tmp_path: Path) -> None:
     assert (listed["status"], listed["attempts"]) == ("pending", 0)
     again = rk("--config", str(config), "jobs", "retry", str(job_id), check=False)
     assert again.returncode == 4 and again.stderr == f"error: job {job_id} is not parked\n"
+
+
+def test_demo_watches_the_sample_mail(demo: Path) -> None:
+    from rolekeeper.lab.dovecot import SIEVE_PLUGIN, dovecot_binary
+    from tests.conftest import require
+
+    require(dovecot_binary() is not None and SIEVE_PLUGIN.exists(), "Dovecot is not installed")
+    incidents = rk_json(demo, "incidents", "list")
+    live = {(i["rule"], i["person"], i["client"]) for i in incidents if i["live"]}
+    assert live == {
+        ("client-to-named", "ivan.petrov@acme.example", "CRM-1002"),
+        ("named-to-client", "ivan.petrov@acme.example", "CRM-1002"),
+        ("personal-in-client-thread", "ivan.petrov@acme.example", "CRM-1001"),
+        ("client-thread-forwarded-out", "ivan.petrov@acme.example", "CRM-1001"),
+        ("private-contact-in-text", "maria.kuznetsova@acme.example", "CRM-1009"),
+    }
+    backfilled = [i for i in incidents if not i["live"]]
+    assert [(i["rule"], i["message"]) for i in backfilled] == [
+        ("client-to-named", "<hist-named@demo.acme.example>")
+    ]

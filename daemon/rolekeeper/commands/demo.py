@@ -1,23 +1,34 @@
 """`rolekeeper demo`: the main job on embedded defaults, on this machine, in one command.
 
 Builds a private state directory (SQLite, a config for the sample organisation), imports
-the sample people, roles and clients, and prints the status an admin would see.
+the sample people, roles and clients, starts a private Dovecot holding the organisation's
+mailboxes, scans them (a backfill of past mail, then new mail as it arrives) and prints the
+status and the incidents an admin would see.
 """
 
 from __future__ import annotations
 
 import argparse
+import secrets
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import delete
+
+from rolekeeper.backends.imap import ImapSource
 from rolekeeper.commands.common import actor
+from rolekeeper.commands.scan import render_incidents
 from rolekeeper.commands.status import render_status
-from rolekeeper.config import load_settings
+from rolekeeper.config import Settings, load_settings
 from rolekeeper.directory import queries
 from rolekeeper.directory.importer import import_clients, import_people, import_roles
+from rolekeeper.lab import correspondence
+from rolekeeper.lab.dovecot import MASTER_USER
 from rolekeeper.store.db import transaction
-from rolekeeper.store.open import open_store
+from rolekeeper.store.models import ScanCursor
+from rolekeeper.store.open import Store, open_store
+from rolekeeper.watch import Scanner
 
 DEMO_CONFIG = """\
 # Written by `rolekeeper demo`: the sample organisation on a private SQLite store.
@@ -68,26 +79,81 @@ def _demo(args: argparse.Namespace) -> int:
     config.write_text(DEMO_CONFIG.format(db=state / "rolekeeper.db"), encoding="utf-8")
     settings = load_settings(config)
     store = open_store(settings)
-    sample = resources.files("rolekeeper.sample")
     try:
         print(f"rolekeeper demo: state in {state} (config {config})\n")
-        for kind, importer in (
-            ("people", import_people),
-            ("roles", import_roles),
-            ("clients", import_clients),
-        ):
-            with (
-                resources.as_file(sample / f"{kind}.csv") as path,
-                transaction(store.sessions) as session,
-            ):
-                report = importer(session, path, settings, actor())
-            print(
-                f"import {kind:<8} {report.rows:>4} rows, {report.records:>3} {kind}: "
-                f"{report.created} new, "
-                f"{report.updated} changed, {report.unchanged} unchanged"
-            )
+        _import_sample(store, settings)
         with store.sessions() as session:
             print("\n" + render_status(queries.status(session, settings)))
     finally:
         store.close()
+    _watch_mail(state, config)
     return 0
+
+
+def _import_sample(store: Store, settings: Settings) -> None:
+    sample = resources.files("rolekeeper.sample")
+    for kind, importer in (
+        ("people", import_people),
+        ("roles", import_roles),
+        ("clients", import_clients),
+    ):
+        with (
+            resources.as_file(sample / f"{kind}.csv") as path,
+            transaction(store.sessions) as session,
+        ):
+            report = importer(session, path, settings, actor())
+        print(
+            f"import {kind:<8} {report.rows:>4} rows, {report.records:>3} {kind}: "
+            f"{report.created} new, {report.updated} changed, {report.unchanged} unchanged"
+        )
+
+
+def _watch_mail(state: Path, config: Path) -> None:
+    """A private Dovecot with the organisation's mail; rolekeeper watches it."""
+    from rolekeeper.lab.dovecot import SIEVE_PLUGIN, dovecot_binary, running_dovecot
+
+    if dovecot_binary() is None or not SIEVE_PLUGIN.exists():
+        print("\nDovecot is not installed: `scripts/demo` installs it and shows detection too.")
+        return
+    with running_dovecot() as server:
+        (state / "imap-master.pw").write_text(server.master_password, encoding="utf-8")
+        (state / "imap-master.pw").chmod(0o600)
+        config.write_text(
+            config.read_text(encoding="utf-8")
+            + f"\n# The demo's private Dovecot (new on every run).\n[imap]\n"
+            f'host = "127.0.0.1"\nport = {server.imap_port}\nsecurity = "plain"\n'
+            f'username = "{MASTER_USER}"\npassword_file = "{state / "imap-master.pw"}"\n',
+            encoding="utf-8",
+        )
+        settings = load_settings(config)
+        store = open_store(settings)
+        assert settings.imap is not None
+        source = ImapSource(settings.imap)
+        try:
+            with transaction(store.sessions) as session:
+                # Cursors of the previous run's server mean nothing to this one.
+                session.execute(delete(ScanCursor))
+            scanner = Scanner(store.sessions, settings, source)
+            server.add_users(
+                {mailbox: secrets.token_urlsafe(12) for mailbox in scanner.mailboxes()}
+            )
+            for mailbox in scanner.mailboxes():  # every mailbox has its Sent folder
+                with server.imap(*server.master_login(mailbox)) as client:
+                    client.create_folder("Sent")
+            for mail in correspondence.history():
+                server.append(mail.mailbox, mail.folder, mail.message)
+            first = scanner.scan_all()
+            print(
+                f"\nMail watch: {len(first)} folders of {len(scanner.mailboxes())} mailboxes; "
+                f"the first pass read {sum(r.messages for r in first)} past messages "
+                "(recorded, never acted on)."
+            )
+            for mail in correspondence.new_mail():
+                server.append(mail.mailbox, mail.folder, mail.message)
+            second = scanner.scan_all()
+            print(f"New mail while watching: {sum(r.messages for r in second)} messages.\n")
+            with store.sessions() as session:
+                print("Incidents\n" + render_incidents(session))
+        finally:
+            source.close()
+            store.close()

@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import aliased
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session, aliased
 
 from rolekeeper.backends.imap import ImapSource
 from rolekeeper.clock import as_utc
-from rolekeeper.commands.common import add_json_flag, emit_rows, parse_when, settings_of, store_of
+from rolekeeper.commands.common import (
+    add_json_flag,
+    emit_rows,
+    parse_when,
+    settings_of,
+    store_of,
+    table,
+)
 from rolekeeper.errors import RolekeeperError
 from rolekeeper.store.models import Client, Incident, Person
 from rolekeeper.watch import Scanner
@@ -64,47 +71,59 @@ def _scan(args: argparse.Namespace) -> int:
     )
 
 
-def _incidents(args: argparse.Namespace) -> int:
+INCIDENT_COLUMNS = [
+    ("id", "ID"),
+    ("rule", "RULE"),
+    ("person", "PERSON"),
+    ("client", "CLIENT"),
+    ("segment", "SEGMENT"),
+    ("live", "LIVE"),
+    ("evidence", "EVIDENCE"),
+]
+
+
+def render_incidents(session: Session) -> str:
+    return table(incident_rows(session, select_incidents()), INCIDENT_COLUMNS)
+
+
+def select_incidents() -> Select[Incident, str, str, str]:
     person = aliased(Person)
-    query = (
+    return (
         select(Incident, person.named_address, Client.crm_id, Client.name)
         .outerjoin(person, person.id == Incident.person_id)
         .outerjoin(Client, Client.id == Incident.client_id)
         .order_by(Incident.detected_at.desc(), Incident.id.desc())
     )
+
+
+def incident_rows(session: Session, query: Select[Incident, str, str, str]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": i.id,
+            "detected_at": as_utc(i.detected_at).isoformat(),
+            "rule": i.rule,
+            "person": address,
+            "client": crm,
+            "client_name": name,
+            "segment": i.segment,
+            "live": i.live,
+            "message": i.message_key,
+            "evidence": i.evidence,
+            "source": i.source,
+        }
+        for i, address, crm, name in session.execute(query).all()
+    ]
+
+
+def _incidents(args: argparse.Namespace) -> int:
+    query = select_incidents()
     if args.since is not None:
         query = query.where(Incident.detected_at >= args.since)
     if args.rule:
         query = query.where(Incident.rule == args.rule)
     if args.person:
-        query = query.where(person.named_address == args.person.strip().lower())
+        person_id = select(Person.id).where(Person.named_address == args.person.strip().lower())
+        query = query.where(Incident.person_id.in_(person_id.scalar_subquery()))
     with store_of(args) as store, store.sessions() as session:
-        rows = [
-            {
-                "id": i.id,
-                "detected_at": as_utc(i.detected_at).isoformat(),
-                "rule": i.rule,
-                "person": address,
-                "client": crm,
-                "client_name": name,
-                "segment": i.segment,
-                "live": i.live,
-                "message": i.message_key,
-                "evidence": i.evidence,
-                "source": i.source,
-            }
-            for i, address, crm, name in session.execute(query).all()
-        ]
-    return emit_rows(
-        args,
-        rows,
-        [
-            ("id", "ID"),
-            ("rule", "RULE"),
-            ("person", "PERSON"),
-            ("client", "CLIENT"),
-            ("segment", "SEGMENT"),
-            ("live", "LIVE"),
-            ("evidence", "EVIDENCE"),
-        ],
-    )
+        rows = incident_rows(session, query)
+    return emit_rows(args, rows, INCIDENT_COLUMNS)

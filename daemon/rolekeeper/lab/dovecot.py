@@ -234,7 +234,7 @@ class DovecotServer:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> DovecotServer:
-        from tests.conftest import free_port
+        from rolekeeper.lab.ports import free_port
 
         if self._process is not None:
             raise DovecotError("Dovecot is already running")

@@ -30,7 +30,7 @@ class SmtpSink:
 
     def __init__(self, port: int | None = None) -> None:
         if port is None:
-            from tests.conftest import free_port
+            from rolekeeper.lab.ports import free_port
 
             port = free_port()
         self.host = HOST
