@@ -1,0 +1,143 @@
+"""Server-side redirects on a person's mailbox through ManageSieve, beside the person's own
+filters and vacation.
+
+ManageSieve allows one active script per user. rolekeeper never replaces the employee's
+script: it stores its own (`rolekeeper`) and makes the active script a small wrapper
+(`rolekeeper-main`) that includes (RFC 6609) its script first and then the one that was
+active before. Every call checks before it acts, so running it again changes nothing, and a
+wrapper that someone switched off is put back, keeping their newly active script.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sievelib.managesieve import Client
+
+from rolekeeper.config import ImapSettings
+from rolekeeper.errors import RolekeeperError
+
+OWN_SCRIPT = "rolekeeper"
+WRAPPER = "rolekeeper-main"
+_INCLUDED = re.compile(r'^include :personal "((?:[^"\\]|\\.)*)";\s*#\s*their script$', re.M)
+
+
+class SieveError(RolekeeperError):
+    """The Sieve server refused a login or a script; the message is the server's."""
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Mail from these senders (addresses or whole domains) goes to `target`."""
+
+    target: str
+    addresses: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+
+
+def quote(value: str) -> str:
+    """A Sieve quoted string (RFC 5228 §2.4.2)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _string_list(values: Sequence[str]) -> str:
+    return "[" + ", ".join(quote(v) for v in values) + "]"
+
+
+def render_own_script(redirects: Sequence[Redirect], keep_copy: bool) -> str:
+    """rolekeeper's script: one redirect per role, for that role's clients' mail."""
+    action = "redirect :copy" if keep_copy else "redirect"
+    lines = [
+        "# Managed by rolekeeper: client mail goes to the role mailbox. Edits are overwritten.",
+        'require ["copy"];' if keep_copy else "",
+    ]
+    for redirect in sorted(redirects, key=lambda r: r.target):
+        tests = []
+        if redirect.addresses:
+            tests.append(f'address :is "from" {_string_list(sorted(redirect.addresses))}')
+        if redirect.domains:
+            tests.append(f'address :domain :is "from" {_string_list(sorted(redirect.domains))}')
+        if not tests:
+            continue
+        condition = tests[0] if len(tests) == 1 else f"anyof ({', '.join(tests)})"
+        lines.append(f"if {condition} {{\n    {action} {quote(redirect.target)};\n}}")
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def render_wrapper(their_script: str | None) -> str:
+    lines = [
+        "# Managed by rolekeeper: runs rolekeeper's redirects, then the mailbox's own script.",
+        'require ["include"];',
+        f"include :personal {quote(OWN_SCRIPT)};",
+    ]
+    if their_script:
+        lines.append(f"include :personal {quote(their_script)}; # their script")
+    return "\n".join(lines) + "\n"
+
+
+def their_script_in(wrapper: str) -> str | None:
+    found = _INCLUDED.search(wrapper)
+    return found.group(1).replace('\\"', '"').replace("\\\\", "\\") if found else None
+
+
+class SieveManager:
+    def __init__(self, settings: ImapSettings) -> None:
+        self.settings = settings
+
+    def _connect(self, mailbox: str) -> Client:
+        cfg = self.settings
+        client = Client(cfg.host, cfg.sieve_port)
+        login = f"{mailbox}{cfg.master_user_separator}{cfg.username}"
+        password = cfg.password.get_secret_value() if cfg.password else ""
+        if not client.connect(login, password, starttls=cfg.security != "plain", authmech="PLAIN"):
+            raise SieveError(f"{mailbox}: ManageSieve login refused: {client.errmsg!r}")
+        return client
+
+    def ensure(self, mailbox: str, redirects: Sequence[Redirect], keep_copy: bool) -> list[str]:
+        """Make the mailbox's active filtering what it should be; return what was changed."""
+        client = self._connect(mailbox)
+        try:
+            return self._ensure(client, mailbox, redirects, keep_copy)
+        finally:
+            client.logout()
+
+    def _ensure(
+        self, client: Client, mailbox: str, redirects: Sequence[Redirect], keep_copy: bool
+    ) -> list[str]:
+        changes: list[str] = []
+        active, others = client.listscripts()  # the active script is not among `others`
+        scripts = {*others, *([active] if active else [])}
+        own = render_own_script(redirects, keep_copy)
+        if OWN_SCRIPT not in scripts or not _same(client.getscript(OWN_SCRIPT), own):
+            self._put(client, mailbox, OWN_SCRIPT, own)
+            changes.append(f"wrote {OWN_SCRIPT}")
+        # Whatever else is active now is theirs (perhaps newly chosen); keep including it.
+        theirs = their_script_in(client.getscript(WRAPPER)) if active == WRAPPER else active
+        wrapper = render_wrapper(theirs)
+        if WRAPPER not in scripts or not _same(client.getscript(WRAPPER), wrapper):
+            self._put(client, mailbox, WRAPPER, wrapper)
+            changes.append(f"wrote {WRAPPER} (including {theirs or 'no script of theirs'})")
+        if active != WRAPPER:
+            if not client.setactive(WRAPPER):
+                raise SieveError(f"{mailbox}: cannot activate {WRAPPER}: {client.errmsg!r}")
+            changes.append(f"activated {WRAPPER}")
+        return changes
+
+    def _put(self, client: Client, mailbox: str, name: str, content: str) -> None:
+        if not client.putscript(name, content):
+            raise SieveError(f"{mailbox}: the server refused {name}: {client.errmsg!r}")
+
+    def active_scripts(self, mailbox: str) -> tuple[str | None, list[str]]:
+        client = self._connect(mailbox)
+        try:
+            active, scripts = client.listscripts()
+            return active, list(scripts)
+        finally:
+            client.logout()
+
+
+def _same(stored: str | None, wanted: str) -> bool:
+    """GETSCRIPT gives the text back with its own line endings."""
+    return stored is not None and stored.replace("\r\n", "\n").strip() == wanted.strip()
