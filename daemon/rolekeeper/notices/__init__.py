@@ -1,0 +1,1 @@
+"""Messages rolekeeper writes: alerts, digests, nudges and (later) transition notices."""
