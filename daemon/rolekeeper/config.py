@@ -364,6 +364,49 @@ class WatchSettings(_Section):
     body_limit_bytes: int = Field(default=65536, ge=1024)
 
 
+SEGMENTS = ("vip", "key", "regular", "minor")
+
+
+class RuleActions(_Section):
+    """Per rule: which client segments trigger each action."""
+
+    # Alert the person's supervisor at once; other segments go to the daily digest.
+    alert_at_once: tuple[Literal["vip", "key", "regular", "minor"], ...] = ("vip", "key")
+    # Redirect the client's further mail from the named mailbox to the role mailbox.
+    redirect: tuple[Literal["vip", "key", "regular", "minor"], ...] = ()
+
+
+def _default_rule_actions() -> dict[str, RuleActions]:
+    everyone = SEGMENTS
+    return {
+        "client-to-named": RuleActions(redirect=everyone),
+        "named-to-client": RuleActions(),
+        "personal-in-client-thread": RuleActions(),
+        "client-thread-forwarded-out": RuleActions(alert_at_once=everyone),
+        "private-contact-in-text": RuleActions(),
+    }
+
+
+class ActionsSettings(_Section):
+    # Per rule (see the README's rule list); rules left out keep their defaults.
+    rules: dict[str, RuleActions] = Field(default_factory=_default_rule_actions)
+    # Redirects keep a copy in the named mailbox (Sieve :copy).
+    redirect_keep_copy: bool = True
+    # Local time (organisation.timezone) of the daily digest to supervisors, HH:MM.
+    digest_time: str = Field(default="08:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    # Language of alerts and digests to supervisors (templates exist for en and ru).
+    language: str = Field(default="en", pattern=r"^[a-z]{2}$")
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, value: dict[str, RuleActions]) -> dict[str, RuleActions]:
+        defaults = _default_rule_actions()
+        for name in value:
+            if name not in defaults:
+                raise ValueError(f"unknown rule {name!r}; rules are: {', '.join(defaults)}")
+        return defaults | value
+
+
 class Settings(_Section):
     organisation: OrganisationSettings = OrganisationSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -373,6 +416,7 @@ class Settings(_Section):
     import_: ImportSettings = Field(default=ImportSettings(), alias="import")
     detect: DetectSettings = DetectSettings()
     watch: WatchSettings = WatchSettings()
+    actions: ActionsSettings = ActionsSettings()
     imap: ImapSettings | None = None
     smtp: SmtpSettings | None = None
     exchange: ExchangeSettings | None = None

@@ -192,6 +192,8 @@ class Incident(Base):
     live: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     source: Mapped[str] = mapped_column(String(400), default="", server_default="")
     message_date: Mapped[datetime | None] = mapped_column(Timestamp)
+    # When the actions for a live incident were queued (alert, nudge, redirect); NULL = not yet.
+    planned_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class Transition(Base):
