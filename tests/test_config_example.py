@@ -57,6 +57,7 @@ EXAMPLE_NOT_DEFAULT = {
     ("detect", "ignore_domains"),
     ("watch", "journal_mailbox"),
     ("watch", "extra_mailboxes"),
+    ("actions", "from_address"),
 }
 IMPORT_FIELDS = {"people": PEOPLE_FIELDS, "roles": ROLE_FIELDS, "clients": CLIENT_FIELDS}
 

@@ -396,6 +396,8 @@ class ActionsSettings(_Section):
     digest_time: str = Field(default="08:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
     # Language of alerts and digests to supervisors (templates exist for en and ru).
     language: str = Field(default="en", pattern=r"^[a-z]{2}$")
+    # Sender of alerts and digests; empty: rolekeeper@ the first organisation domain.
+    from_address: str = ""
 
     @field_validator("rules")
     @classmethod

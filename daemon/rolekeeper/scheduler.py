@@ -52,3 +52,9 @@ def add_mail_scan(scheduler: BackgroundScheduler, run: Callable[[], object], eve
 
 def reschedule_mail_scan(scheduler: BackgroundScheduler, every: float) -> None:
     scheduler.reschedule_job(MAIL_SCAN_JOB, trigger="interval", seconds=every)
+
+
+def wake_due_work(scheduler: BackgroundScheduler) -> None:
+    job = scheduler.get_job(DUE_WORK_JOB)
+    if job is not None:
+        job.modify(next_run_time=datetime.now(UTC))

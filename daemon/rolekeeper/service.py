@@ -26,6 +26,7 @@ from rolekeeper.scheduler import (
     build_scheduler,
     reschedule_mail_scan,
     set_due_work_interval,
+    wake_due_work,
 )
 from rolekeeper.sdnotify import Notifier
 from rolekeeper.store.db import safe_url
@@ -47,6 +48,7 @@ class Service:
         self._stop = False
         self._reload = False
         self.scanner: Scanner | None = None
+        self.scheduler: BackgroundScheduler | None = None
 
     def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
         self._stop = True
@@ -71,7 +73,7 @@ class Service:
         runner = DueWorkRunner(store.sessions, self.settings, job_kinds())
         runner.recover()
         runner.seed_recurring()
-        scheduler = build_scheduler()
+        scheduler = self.scheduler = build_scheduler()
         add_due_work(scheduler, runner.run_due, self.settings.scheduler.poll_seconds)
         self.scanner = self._scanner(store)
         if self.scanner is not None:
@@ -109,6 +111,8 @@ class Service:
             return
         found = sum(r.incidents for r in reports)
         read = sum(r.messages for r in reports)
+        if found and self.scheduler is not None:
+            wake_due_work(self.scheduler)  # alerts go out now, not at the next poll
         if read:
             log.info("mail scanned", messages=read, incidents=found, folders=len(reports))
 

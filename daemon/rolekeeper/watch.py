@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from rolekeeper.backends.base import Fetched, MailSource
@@ -28,11 +28,13 @@ from rolekeeper.detect.phones import phones_in
 from rolekeeper.detect.rules import evaluate
 from rolekeeper.detect.rules.base import Finding
 from rolekeeper.directory.snapshot import load_directory
+from rolekeeper.domain import JobStatus
 from rolekeeper.log import get_logger
 from rolekeeper.store.db import table_of, transaction
 from rolekeeper.store.models import (
     Candidate,
     ClientArrival,
+    DueJob,
     Incident,
     LearnedNumber,
     Person,
@@ -45,6 +47,7 @@ from rolekeeper.store.models import (
 from rolekeeper.store.upsert import insert_ignore
 
 log = get_logger(__name__)
+PLAN_JOB = "actions.plan"  # rolekeeper.actions.PLAN; named here to keep imports one-way
 
 
 @dataclass
@@ -270,7 +273,10 @@ class Scanner:
         report: ScanReport,
     ) -> None:
         with transaction(self.sessions) as session:
-            report.incidents += insert_ignore(session, table_of(Incident), batch.incidents)
+            new = insert_ignore(session, table_of(Incident), batch.incidents)
+            report.incidents += new
+            if new and any(row["live"] for row in batch.incidents):
+                _plan_now(session, self.clock.now())
             insert_ignore(session, table_of(ClientArrival), batch.arrivals)
             insert_ignore(session, table_of(LearnedNumber), batch.numbers)
             report.unreadable += insert_ignore(session, table_of(UnreadableRow), batch.unreadable)
@@ -287,6 +293,15 @@ class Scanner:
                 )
             else:
                 row.cursor, row.scanned_at = value, self.clock.now()
+
+
+def _plan_now(session: Session, now: datetime) -> None:
+    """Live incidents: bring the action planner forward so alerts go out at once."""
+    session.execute(
+        update(DueJob)
+        .where(DueJob.kind == PLAN_JOB, DueJob.status == JobStatus.PENDING, DueJob.due_at > now)
+        .values(due_at=now)
+    )
 
 
 def _needs_body(facts: MessageFacts, directory: Directory) -> bool:

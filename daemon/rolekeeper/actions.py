@@ -1,0 +1,193 @@
+"""What rolekeeper does about live incidents: alert supervisors, redirect client mail.
+
+A recurring job plans the actions of each new live incident once (incidents.planned_at) as
+due-work rows, so an alert or a redirect survives a restart and a failing one is retried
+and parked like any other job. Redirects are desired state: the job for a mailbox derives
+every redirect it should have from the incidents and makes Sieve say exactly that.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rolekeeper.backends.sieve import Redirect, SieveManager
+from rolekeeper.backends.smtp import SmtpSender
+from rolekeeper.config import Settings
+from rolekeeper.detect.rules import MESSAGE_RULES
+from rolekeeper.domain import JobStatus
+from rolekeeper.duework import JobContext, JobKind
+from rolekeeper.errors import RolekeeperError
+from rolekeeper.log import get_logger
+from rolekeeper.notices.render import Templates, build_message
+from rolekeeper.store.audit import record_audit
+from rolekeeper.store.db import table_of, transaction
+from rolekeeper.store.models import (
+    Client,
+    ClientDomain,
+    Contact,
+    DueJob,
+    Incident,
+    Person,
+    Role,
+)
+from rolekeeper.store.upsert import insert_ignore
+from rolekeeper.watch import PLAN_JOB
+
+log = get_logger(__name__)
+DESCRIPTIONS = {rule.name: rule.description for rule in MESSAGE_RULES}
+
+
+def plan(ctx: JobContext) -> None:
+    """Queue the actions of live incidents not planned yet."""
+    policies = ctx.settings.actions.rules
+    with transaction(ctx.sessions) as session:
+        fresh = session.execute(
+            select(Incident, Person.named_address, Person.supervisor_id)
+            .outerjoin(Person, Person.id == Incident.person_id)
+            .where(Incident.live, Incident.planned_at.is_(None))
+            .order_by(Incident.id)
+            .limit(1000)
+        ).all()
+        jobs: list[dict[str, Any]] = []
+        for incident, address, supervisor_id in fresh:
+            policy = policies.get(incident.rule)
+            segment = incident.segment or ""
+            if policy is not None and segment in policy.alert_at_once and supervisor_id:
+                jobs.append(_job("action.alert", f"incident:{incident.id}", ctx))
+            if policy is not None and segment in policy.redirect and address:
+                jobs.append(_job("action.redirects", f"mailbox:{address}", ctx))
+            incident.planned_at = ctx.now
+        # One pending job per key: a burst of incidents on one mailbox is one Sieve update.
+        insert_ignore(session, table_of(DueJob), jobs)
+    if fresh:
+        log.info("actions planned", incidents=len(fresh), jobs=len(jobs))
+
+
+def _job(kind: str, key: str, ctx: JobContext) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "key": key,
+        "due_at": ctx.now,
+        "status": JobStatus.PENDING,
+        "attempts": 0,
+        "payload": {},
+    }
+
+
+def send_alert(ctx: JobContext) -> None:
+    incident_id = int(ctx.key.removeprefix("incident:"))
+    settings = ctx.settings
+    if settings.smtp is None:
+        raise RolekeeperError("an alert is due but [smtp] is not configured")
+    with ctx.sessions() as session:
+        incident = session.get_one(Incident, incident_id)
+        person = session.get_one(Person, incident.person_id)
+        supervisor = session.get_one(Person, person.supervisor_id)
+        client = session.get(Client, incident.client_id) if incident.client_id else None
+        role = session.get(Role, client.role_id) if client and client.role_id else None
+    subject, body = Templates().render(
+        "alert",
+        settings.actions.language,
+        supervisor_name=supervisor.name,
+        person_name=person.name,
+        person_address=person.named_address,
+        rule_description=DESCRIPTIONS.get(incident.rule, incident.rule),
+        client_name=client.name if client else "?",
+        client_id=client.crm_id if client else "?",
+        segment=incident.segment or "?",
+        evidence=incident.evidence,
+        when=incident.detected_at.isoformat(timespec="minutes"),
+        role_address=role.address if role else None,
+    )
+    sender = sender_address(settings)
+    message = build_message(
+        ("rolekeeper", sender),
+        [(supervisor.name, supervisor.named_address)],
+        subject,
+        body,
+        message_id=f"<alert-{incident.id}@{sender.rpartition('@')[2]}>",
+    )
+    SmtpSender(settings.smtp).send(message)
+    with transaction(ctx.sessions) as session:
+        record_audit(
+            session,
+            "rolekeeper",
+            "alert.sent",
+            supervisor.named_address,
+            {"incident": incident.id, "person": person.named_address},
+        )
+
+
+def sender_address(settings: Settings) -> str:
+    if settings.actions.from_address:
+        return settings.actions.from_address
+    domains = settings.organisation.domains
+    return f"rolekeeper@{domains[0] if domains else 'localhost'}"
+
+
+def wanted_redirects(session: Session, mailbox: str, settings: Settings) -> list[Redirect]:
+    """Every client whose live incidents on this named mailbox call for a redirect."""
+    policies = settings.actions.rules
+    rows = session.execute(
+        select(Incident.rule, Incident.segment, Client.id, Role.address)
+        .join(Person, Person.id == Incident.person_id)
+        .join(Client, Client.id == Incident.client_id)
+        .join(Role, Role.id == Client.role_id)
+        .where(Person.named_address == mailbox, Incident.live)
+    ).all()
+    targets: dict[int, str] = {}
+    for rule, segment, client_id, role_address in rows:
+        policy = policies.get(rule)
+        if policy is not None and (segment or "") in policy.redirect:
+            targets[client_id] = role_address
+    by_role: dict[str, tuple[set[str], set[str]]] = {}
+    for client_id, role_address in targets.items():
+        addresses, domains = by_role.setdefault(role_address, (set(), set()))
+        addresses.update(
+            e
+            for e in session.scalars(
+                select(Contact.email).where(
+                    Contact.client_id == client_id, Contact.removed_at.is_(None)
+                )
+            )
+            if e
+        )
+        domains.update(
+            session.scalars(select(ClientDomain.domain).where(ClientDomain.client_id == client_id))
+        )
+    return [Redirect(role, tuple(sorted(a)), tuple(sorted(d))) for role, (a, d) in by_role.items()]
+
+
+def apply_redirects(ctx: JobContext) -> None:
+    mailbox = ctx.key.removeprefix("mailbox:")
+    settings = ctx.settings
+    if settings.imap is None:
+        raise RolekeeperError("a redirect is due but [imap] is not configured")
+    with ctx.sessions() as session:
+        redirects = wanted_redirects(session, mailbox, settings)
+    changes = SieveManager(settings.imap).ensure(
+        mailbox, redirects, settings.actions.redirect_keep_copy
+    )
+    if changes:
+        with transaction(ctx.sessions) as session:
+            record_audit(
+                session,
+                "rolekeeper",
+                "sieve.redirects",
+                mailbox,
+                {"changes": changes, "roles": [r.target for r in redirects]},
+            )
+        log.info("redirects set", mailbox=mailbox, changes=changes)
+
+
+def _plan_every(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.scheduler.poll_seconds)
+
+
+PLAN = JobKind(PLAN_JOB, plan, every=_plan_every)
+ALERT = JobKind("action.alert", send_alert)
+REDIRECTS = JobKind("action.redirects", apply_redirects)

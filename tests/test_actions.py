@@ -1,0 +1,142 @@
+"""Live incidents lead to supervisor alerts and Sieve redirects; backfilled ones lead to nothing."""
+
+from __future__ import annotations
+
+import email
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from rolekeeper.backends.imap import ImapSource
+from rolekeeper.backends.sieve import WRAPPER, SieveManager
+from rolekeeper.commands.demo import DEMO_CONFIG
+from rolekeeper.config import Settings, load_settings
+from rolekeeper.duework import DueWorkRunner
+from rolekeeper.jobkinds import job_kinds
+from rolekeeper.lab.dovecot import MASTER_USER, DovecotServer
+from rolekeeper.store.models import AuditEntry, DueJob
+from rolekeeper.store.open import Store, open_store
+from rolekeeper.watch import Scanner
+from tests.conftest import import_sample_org
+
+PAVEL = "pavel.novikov@acme.example"  # holds keyaccounts; supervisor igor.smirnov
+IVAN = "ivan.petrov@acme.example"
+VIP_CLIENT = "s.egorov@nevsky-passage.example"  # CRM-1018, VIP, served by keyaccounts
+
+
+@pytest.fixture
+def org(tmp_path: Path, dovecot_server: DovecotServer) -> Iterator[tuple[Settings, Store]]:
+    (tmp_path / "master.pw").write_text(dovecot_server.master_password)
+    config = tmp_path / "rolekeeper.toml"
+    config.write_text(
+        DEMO_CONFIG.format(db=tmp_path / "rk.db")
+        + f'[imap]\nhost = "127.0.0.1"\nport = {dovecot_server.imap_port}\n'
+        f'sieve_port = {dovecot_server.sieve_port}\nsecurity = "plain"\n'
+        f'username = "{MASTER_USER}"\npassword_file = "{tmp_path}/master.pw"\n'
+        f'[smtp]\nhost = "127.0.0.1"\nport = {dovecot_server.smtp.port}\nsecurity = "plain"\n'
+        '[watch]\nfolders = ["INBOX"]\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    store = open_store(settings)
+    import_sample_org(settings, store)
+    assert settings.imap is not None
+    scanner = Scanner(store.sessions, settings, ImapSource(settings.imap))
+    new = {m: "pw" for m in scanner.mailboxes() if m not in _USERS}
+    if new:
+        dovecot_server.add_users(new)
+        _USERS.update(new)
+    for mailbox in (PAVEL, IVAN):
+        with dovecot_server.imap(*dovecot_server.master_login(mailbox)) as client:
+            client.select_folder("INBOX")
+            if uids := client.search(["ALL"]):
+                client.delete_messages(uids)
+                client.expunge()
+    scanner.source.close()
+    yield settings, store
+    store.close()
+
+
+_USERS: set[str] = set()
+
+
+def client_mail(sender: str, to: str) -> bytes:
+    return (
+        f"From: Sergey Egorov <{sender}>\r\nTo: {to}\r\nSubject: personal offer\r\n"
+        f"Message-ID: <{uuid.uuid4().hex}@nevsky-passage.example>\r\n\r\nLet's talk directly.\r\n"
+    ).encode()
+
+
+def run_jobs(settings: Settings, store: Store) -> None:
+    runner = DueWorkRunner(store.sessions, settings, job_kinds())
+    runner.seed_recurring()
+    runner.run_due()
+
+
+def test_live_vip_incident_alerts_and_redirects(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    settings, store = org
+    assert settings.imap is not None
+    scanner = Scanner(store.sessions, settings, ImapSource(settings.imap))
+    dovecot_server.append(PAVEL, "INBOX", client_mail(VIP_CLIENT, PAVEL))  # old mail
+    scanner.scan_all()
+    sink = dovecot_server.smtp
+    sink.clear()
+    run_jobs(settings, store)
+    assert sink.messages == []  # a backfill acts on nothing
+    assert SieveManager(settings.imap).active_scripts(PAVEL)[0] != WRAPPER
+
+    dovecot_server.deliver(PAVEL, client_mail(VIP_CLIENT, PAVEL))  # live
+    scanner.scan_all()
+    run_jobs(settings, store)
+    [alert] = sink.wait_for(1, timeout=10)
+    assert alert.rcpt_tos == ("igor.smirnov@acme.example",)
+    parsed = email.message_from_bytes(alert.content)
+    assert "Павел Новиков" in str(
+        email.header.make_header(email.header.decode_header(parsed["Subject"]))
+    )
+    assert parsed["Auto-Submitted"] == "auto-generated"
+    assert "keyaccounts@acme.example" in parsed.get_payload(decode=True).decode()
+
+    # Further mail of that client to Pavel's own address now reaches the role mailbox too.
+    assert SieveManager(settings.imap).active_scripts(PAVEL)[0] == WRAPPER
+    sink.clear()
+    dovecot_server.deliver(PAVEL, client_mail(VIP_CLIENT, PAVEL), mail_from=VIP_CLIENT)
+    [redirected] = sink.wait_for(1, timeout=10)
+    assert redirected.rcpt_tos == ("keyaccounts@acme.example",)
+    with store.sessions() as session:
+        actions = list(session.scalars(select(AuditEntry.action).where(
+            AuditEntry.action.in_(("alert.sent", "sieve.redirects"))
+        )))  # fmt: skip
+        failed = list(session.scalars(select(DueJob).where(DueJob.status == "parked")))
+    assert sorted(actions) == ["alert.sent", "sieve.redirects"]
+    assert failed == []
+    scanner.source.close()
+
+
+def test_regular_client_goes_to_no_alert_but_is_redirected(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    settings, store = org
+    assert settings.imap is not None
+    scanner = Scanner(store.sessions, settings, ImapSource(settings.imap))
+    scanner.scan_all()
+    sink = dovecot_server.smtp
+    sink.clear()
+    regular = "m.stepanov@severstal-snab.example"  # CRM-1001, regular, manager1 (Ivan)
+    dovecot_server.deliver(IVAN, client_mail(regular, IVAN))
+    scanner.scan_all()
+    run_jobs(settings, store)
+    time.sleep(0.3)
+    assert sink.messages == []  # regular: the daily digest, not an alert
+    sink.clear()
+    dovecot_server.deliver(IVAN, client_mail("e.gromova@severstal-snab.example", IVAN),
+                           mail_from="e.gromova@severstal-snab.example")  # fmt: skip
+    [redirected] = sink.wait_for(1, timeout=10)
+    assert redirected.rcpt_tos == ("manager1@acme.example",)  # the whole client follows
+    scanner.source.close()
