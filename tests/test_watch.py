@@ -288,3 +288,42 @@ def test_the_service_watches_mail(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def test_idle_sees_new_mail_without_polling(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    settings, store = org
+    config = settings.source_files[0]
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(
+            "[watch]\n", "[watch]\npoll_seconds = 3600\nidle_folders = 2\n"
+        ),
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rolekeeper", "--config", str(config), "run"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and count(store, ScanCursor) < 26:
+            time.sleep(0.1)
+        assert count(store, ScanCursor) == 26  # the pass at start is done
+        time.sleep(1)  # the IDLE threads are waiting
+        message = sample("r1_role_and_named", "idle-1@x")  # a client, Ivan in Cc
+        started = time.monotonic()
+        dovecot_server.deliver("manager1@acme.example", message)  # IDLE: keyaccounts, manager1
+        while time.monotonic() - started < 5 and not incidents(store):
+            time.sleep(0.05)
+        assert incidents(store) == [("client-to-named", "<idle-1@x>", True)]
+        assert time.monotonic() - started < 3  # an hour before the next poll
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0

@@ -359,6 +359,9 @@ class WatchSettings(_Section):
     backfill_days: int = Field(default=30, ge=0, le=3650)
     # How often every folder is checked for new mail, in seconds.
     poll_seconds: float = Field(default=60.0, ge=1)
+    # Folders watched with IMAP IDLE (new mail scanned within a second): the journal's
+    # INBOX first, then role mailboxes' INBOX; one connection each. 0 turns IDLE off.
+    idle_folders: int = Field(default=4, ge=0, le=100)
     # Header fetches per round trip, and how much of a body is read when a rule needs it.
     batch_size: int = Field(default=500, ge=1, le=2000)
     body_limit_bytes: int = Field(default=65536, ge=1024)

@@ -18,6 +18,7 @@ from rolekeeper.backends.imap import ImapSource
 from rolekeeper.config import Settings, load_settings
 from rolekeeper.duework import DueWorkRunner
 from rolekeeper.errors import ConfigError
+from rolekeeper.idle import IdleWatcher
 from rolekeeper.jobkinds import job_kinds
 from rolekeeper.log import configure_logging, get_logger
 from rolekeeper.scheduler import (
@@ -76,9 +77,14 @@ class Service:
         scheduler = self.scheduler = build_scheduler()
         add_due_work(scheduler, runner.run_due, self.settings.scheduler.poll_seconds)
         self.scanner = self._scanner(store)
+        idle: IdleWatcher | None = None
         if self.scanner is not None:
             add_mail_scan(scheduler, self._scan, self.settings.watch.poll_seconds)
+            assert isinstance(self.scanner.source, ImapSource)
+            idle = IdleWatcher(self.scanner.source, self.scanner.idle_targets(), self._scan_folder)
         scheduler.start()
+        if idle is not None:
+            idle.start()
         self.notifier.ready(
             f"running; checking due work every {self.settings.scheduler.poll_seconds:g}s"
         )
@@ -89,6 +95,8 @@ class Service:
             self.notifier.stopping()
             log.info("stopping: letting the current job finish")
             runner.request_stop()
+            if idle is not None:
+                idle.stop()
             scheduler.shutdown(wait=True)
             if self.scanner is not None:
                 self.scanner.source.close()
@@ -115,6 +123,16 @@ class Service:
             wake_due_work(self.scheduler)  # alerts go out now, not at the next poll
         if read:
             log.info("mail scanned", messages=read, incidents=found, folders=len(reports))
+
+    def _scan_folder(self, mailbox: str, folder: str) -> None:
+        assert self.scanner is not None
+        try:
+            report = self.scanner.scan_one(mailbox, folder)
+        except Exception as exc:  # noqa: BLE001 - the poller and the cursor catch up
+            log.error("scan failed", mailbox=mailbox, folder=folder, error=str(exc))
+            return
+        if report.incidents and self.scheduler is not None:
+            wake_due_work(self.scheduler)
 
     def _loop(self, scheduler: BackgroundScheduler, runner: DueWorkRunner, store: Store) -> None:
         interval = self.notifier.watchdog_interval

@@ -9,6 +9,8 @@ is read back `watch.backfill_days` and what that finds is recorded, never acted 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,6 +49,7 @@ from rolekeeper.store.models import (
 from rolekeeper.store.upsert import insert_ignore
 
 log = get_logger(__name__)
+DIRECTORY_TTL = 30.0  # seconds an IDLE-triggered scan may reuse the directory
 PLAN_JOB = "actions.plan"  # rolekeeper.actions.PLAN; named here to keep imports one-way
 
 
@@ -92,6 +95,36 @@ class Scanner:
         self.settings = settings
         self.source = source
         self.clock = clock or SystemClock()
+        # One folder scan at a time: IDLE threads and the poller share the connection pool,
+        # which may close one connection to open another. A scan of one folder is short, so
+        # an IDLE-triggered scan waits at most for the folder in hand.
+        self._scan_lock = threading.Lock()
+        self._locks_guard = threading.Lock()
+        self._directory: tuple[float, Directory] | None = None
+
+    def idle_targets(self) -> list[tuple[str, str]]:
+        """The folders worth IDLE: the journal, then role mailboxes' INBOX."""
+        with self.sessions() as session:
+            roles = list(session.scalars(select(Role.address).order_by(Role.address)))
+        journal = self.settings.watch.journal_mailbox
+        ordered = ([journal] if journal else []) + roles
+        return [(m, "INBOX") for m in ordered][: self.settings.watch.idle_folders]
+
+    def scan_one(self, mailbox: str, folder: str) -> ScanReport:
+        """Scan one folder now (IDLE said it has new mail), with a recent directory."""
+        return self.scan(mailbox, folder, self._recent_directory())
+
+    def _recent_directory(self) -> Directory:
+        # Loading the directory of a large firm takes longer than a scan of one message.
+        with self._locks_guard:
+            cached = self._directory
+            if cached is not None and time.monotonic() - cached[0] < DIRECTORY_TTL:
+                return cached[1]
+        with self.sessions() as session:
+            directory = load_directory(session, self.settings)
+        with self._locks_guard:
+            self._directory = (time.monotonic(), directory)
+        return directory
 
     def mailboxes(self) -> list[str]:
         """Every role and named mailbox of the directory, the journal and the extras."""
@@ -109,6 +142,9 @@ class Scanner:
     def scan_all(self, *, as_of: datetime | None = None) -> list[ScanReport]:
         with self.sessions() as session:
             directory = load_directory(session, self.settings, as_of=as_of)
+        if as_of is None:
+            with self._locks_guard:
+                self._directory = (time.monotonic(), directory)
         reports = []
         for mailbox in self.mailboxes():
             for folder in self.settings.watch.folders:
@@ -125,6 +161,10 @@ class Scanner:
     def scan(
         self, mailbox: str, folder: str, directory: Directory, *, replay: bool = False
     ) -> ScanReport:
+        with self._scan_lock:
+            return self._scan(mailbox, folder, directory, replay)
+
+    def _scan(self, mailbox: str, folder: str, directory: Directory, replay: bool) -> ScanReport:
         report = ScanReport(mailbox, folder)
         state = self.source.folder_state(mailbox, folder)
         if state is None:

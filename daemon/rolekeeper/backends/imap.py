@@ -52,6 +52,10 @@ class ImapSource:
             self._connections[mailbox] = client
             return client
 
+    def connect(self, mailbox: str) -> IMAPClient:
+        """A connection of its own, outside the pool (IDLE holds one per watched folder)."""
+        return self._connect(mailbox)
+
     def _connect(self, mailbox: str) -> IMAPClient:
         cfg = self.settings
         context = client_context(cfg.verify_tls, cfg.ca_file)
