@@ -327,3 +327,21 @@ def test_idle_sees_new_mail_without_polling(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+def test_the_same_folder_twice_sees_new_mail(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    """The connection keeps INBOX selected between scans; its state must still be fresh."""
+    from rolekeeper.directory.snapshot import load_directory
+
+    settings, store = org
+    scanner = scanner_for(settings, store)
+    with store.sessions() as session:
+        directory = load_directory(session, settings)
+    assert scanner.scan(IVAN, "INBOX", directory).mode == "backfill"
+    for n in range(3):
+        dovecot_server.deliver(IVAN, sample("r1_client_to_named", f"again-{n}@x"))
+        report = scanner.scan(IVAN, "INBOX", directory)
+        assert (report.mode, report.messages, report.incidents) == ("live", 1, 1)
+    scanner.source.close()

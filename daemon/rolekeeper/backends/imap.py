@@ -93,6 +93,11 @@ class ImapSource:
 
     def folder_state(self, mailbox: str, folder: str) -> FolderState | None:
         client = self._client(mailbox)
+        if self._selected.get(mailbox) == folder:
+            # STATUS on the selected folder may answer from the session's stale view
+            # (RFC 3501 §6.3.10); selecting it again reports the folder as it is now.
+            info = client.select_folder(folder, readonly=True)
+            return FolderState(int(info[b"UIDVALIDITY"]), int(info[b"UIDNEXT"]))
         if not client.folder_exists(folder):
             return None
         status = client.folder_status(folder, [b"UIDVALIDITY", b"UIDNEXT"])
