@@ -140,3 +140,57 @@ def test_regular_client_goes_to_no_alert_but_is_redirected(
     [redirected] = sink.wait_for(1, timeout=10)
     assert redirected.rcpt_tos == ("manager1@acme.example",)  # the whole client follows
     scanner.source.close()
+
+
+def test_daily_digest_lists_what_was_not_alerted_once(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    from sqlalchemy import update
+
+    from rolekeeper.clock import utcnow
+    from rolekeeper.store.db import transaction
+
+    settings, store = org
+    assert settings.imap is not None
+    scanner = Scanner(store.sessions, settings, ImapSource(settings.imap))
+    scanner.scan_all()
+    dovecot_server.deliver(IVAN, client_mail("m.stepanov@severstal-snab.example", IVAN))
+    scanner.scan_all()
+    run_jobs(settings, store)  # plans; no alert for a regular client
+    sink = dovecot_server.smtp
+    sink.clear()
+
+    def digest_now() -> None:
+        with transaction(store.sessions) as session:
+            session.execute(
+                update(DueJob)
+                .where(DueJob.kind == "action.digest", DueJob.status == "pending")
+                .values(due_at=utcnow())
+            )
+        run_jobs(settings, store)
+
+    digest_now()
+    [digest] = sink.wait_for(1, timeout=10)
+    assert digest.rcpt_tos == ("igor.smirnov@acme.example",)
+    text = email.message_from_bytes(digest.content).get_payload(decode=True).decode()
+    assert "Ivan Petrov: ООО «Северсталь-Снаб» (regular)" in text
+    sink.clear()
+    digest_now()  # nothing new since: no second digest
+    time.sleep(0.3)
+    assert sink.messages == []
+    scanner.source.close()
+
+
+def test_next_digest_time_is_local() -> None:
+    from datetime import UTC, datetime
+
+    from rolekeeper.actions import next_digest
+    from rolekeeper.config import settings_from_mapping
+
+    settings = settings_from_mapping(
+        {"organisation": {"timezone": "Europe/Moscow"}, "actions": {"digest_time": "08:00"}}
+    )
+    before = datetime(2026, 11, 23, 4, 0, tzinfo=UTC)  # 07:00 in Moscow
+    assert next_digest(settings, before) == datetime(2026, 11, 23, 5, 0, tzinfo=UTC)
+    after = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)  # exactly 08:00: the next day's
+    assert next_digest(settings, after) == datetime(2026, 11, 24, 5, 0, tzinfo=UTC)

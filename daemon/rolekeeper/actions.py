@@ -8,11 +8,12 @@ every redirect it should have from the incidents and makes Sieve say exactly tha
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, aliased
 
 from rolekeeper.backends.sieve import Redirect, SieveManager
 from rolekeeper.backends.smtp import SmtpSender
@@ -184,6 +185,82 @@ def apply_redirects(ctx: JobContext) -> None:
         log.info("redirects set", mailbox=mailbox, changes=changes)
 
 
+def send_digests(ctx: JobContext) -> None:
+    """Each supervisor gets one mail listing live incidents of their people not yet alerted."""
+    settings = ctx.settings
+    policies = settings.actions.rules
+    supervisor = aliased(Person)
+    with ctx.sessions() as session:
+        rows = session.execute(
+            select(Incident, Person, supervisor, Client)
+            .join(Person, Person.id == Incident.person_id)
+            .join(supervisor, supervisor.id == Person.supervisor_id)
+            .outerjoin(Client, Client.id == Incident.client_id)
+            .where(
+                Incident.live,
+                Incident.planned_at.is_not(None),
+                Incident.digested_at.is_(None),
+            )
+            .order_by(Incident.id)
+        ).all()
+    by_supervisor: dict[int, tuple[Person, list[dict[str, Any]], list[int]]] = {}
+    for incident, person, boss, client in rows:
+        policy = policies.get(incident.rule)
+        if policy is not None and (incident.segment or "") in policy.alert_at_once:
+            continue  # already alerted at once
+        _, items, ids = by_supervisor.setdefault(boss.id, (boss, [], []))
+        items.append(
+            {
+                "person_name": person.name,
+                "client_name": client.name if client else "?",
+                "segment": incident.segment or "?",
+                "rule_description": DESCRIPTIONS.get(incident.rule, incident.rule),
+                "evidence": incident.evidence,
+            }
+        )
+        ids.append(incident.id)
+    if not by_supervisor:
+        return
+    if settings.smtp is None:
+        raise RolekeeperError("a digest is due but [smtp] is not configured")
+    sender = sender_address(settings)
+    smtp = SmtpSender(settings.smtp)
+    templates = Templates()
+    for boss, items, ids in by_supervisor.values():
+        subject, body = templates.render(
+            "digest", settings.actions.language, supervisor_name=boss.name, items=items
+        )
+        day = ctx.now.date().isoformat()
+        smtp.send(
+            build_message(
+                ("rolekeeper", sender),
+                [(boss.name, boss.named_address)],
+                subject,
+                body,
+                message_id=f"<digest-{day}-{boss.id}-{ids[-1]}@{sender.rpartition('@')[2]}>",
+            )
+        )
+        # Marked per supervisor, so a failure later in the loop repeats no digest sent.
+        with transaction(ctx.sessions) as session:
+            session.execute(
+                update(Incident).where(Incident.id.in_(ids)).values(digested_at=ctx.now)
+            )
+            record_audit(
+                session, "rolekeeper", "digest.sent", boss.named_address, {"incidents": ids}
+            )
+
+
+def next_digest(settings: Settings, now: datetime) -> datetime:
+    """The next digest_time in the organisation's time zone, as UTC."""
+    zone = ZoneInfo(settings.organisation.timezone)
+    hour, minute = (int(part) for part in settings.actions.digest_time.split(":"))
+    local = now.astimezone(zone)
+    due = local.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if due <= local:
+        due = (local + timedelta(days=1)).replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return due.astimezone(UTC)
+
+
 def _plan_every(settings: Settings) -> timedelta:
     return timedelta(seconds=settings.scheduler.poll_seconds)
 
@@ -191,3 +268,4 @@ def _plan_every(settings: Settings) -> timedelta:
 PLAN = JobKind(PLAN_JOB, plan, every=_plan_every)
 ALERT = JobKind("action.alert", send_alert)
 REDIRECTS = JobKind("action.redirects", apply_redirects)
+DIGEST = JobKind("action.digest", send_digests, next_due=next_digest)

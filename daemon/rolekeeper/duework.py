@@ -43,11 +43,23 @@ class JobContext:
 
 @dataclass(frozen=True)
 class JobKind:
-    """A handler, and for recurring work the interval after which it falls due again."""
+    """A handler, and for recurring work when it falls due next (an interval after the
+    last run, or a time of day)."""
 
     name: str
     handler: Callable[[JobContext], None]
     every: Callable[[Settings], timedelta] | None = None
+    next_due: Callable[[Settings, datetime], datetime] | None = None
+
+    @property
+    def recurring(self) -> bool:
+        return self.every is not None or self.next_due is not None
+
+    def following(self, settings: Settings, now: datetime) -> datetime:
+        if self.next_due is not None:
+            return self.next_due(settings, now)
+        assert self.every is not None
+        return now + self.every(settings)
 
 
 def schedule(
@@ -103,7 +115,7 @@ class DueWorkRunner:
         """Make sure every recurring kind has one pending row; harmless to repeat."""
         now = self.clock.now()
         for kind in self.kinds.values():
-            if kind.every is None:
+            if not kind.recurring:
                 continue
             try:
                 with transaction(self.sessions) as session:
@@ -115,7 +127,8 @@ class DueWorkRunner:
                         )
                     )
                     if exists is None:
-                        schedule(session, kind.name, now)
+                        first = now if kind.next_due is None else kind.following(self.settings, now)
+                        schedule(session, kind.name, first)
             except IntegrityError:
                 pass  # another instance seeded it first
 
@@ -185,8 +198,8 @@ class DueWorkRunner:
                 None,
                 None,
             )
-            if kind.every is not None:
-                schedule(session, kind.name, now + kind.every(self.settings), ctx.key)
+            if kind.recurring:
+                schedule(session, kind.name, kind.following(self.settings, now), ctx.key)
         bound.info("job done")
 
     def _failed(self, ctx: JobContext, exc: Exception) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from rolekeeper.actions import ALERT, PLAN, REDIRECTS
+from rolekeeper.actions import ALERT, DIGEST, PLAN, REDIRECTS
 from rolekeeper.duework import JobContext, JobKind
 from rolekeeper.maintenance import PURGE
 
@@ -18,7 +18,7 @@ def _test_sleep(ctx: JobContext) -> None:
 
 
 def job_kinds() -> dict[str, JobKind]:
-    kinds = [PURGE, PLAN, ALERT, REDIRECTS]
+    kinds = [PURGE, PLAN, ALERT, REDIRECTS, DIGEST]
     if os.environ.get(TEST_HOOKS_ENV) == "1":
         kinds.append(JobKind("test.sleep", _test_sleep))
     return {kind.name: kind for kind in kinds}

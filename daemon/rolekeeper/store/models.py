@@ -194,6 +194,8 @@ class Incident(Base):
     message_date: Mapped[datetime | None] = mapped_column(Timestamp)
     # When the actions for a live incident were queued (alert, nudge, redirect); NULL = not yet.
     planned_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # When a daily digest to the supervisor listed it (incidents not alerted at once).
+    digested_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class Transition(Base):

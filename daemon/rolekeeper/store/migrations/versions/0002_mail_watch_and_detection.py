@@ -98,10 +98,12 @@ def upgrade() -> None:
         )
         batch_op.add_column(sa.Column("message_date", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("planned_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("digested_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("incidents", schema=None) as batch_op:
+        batch_op.drop_column("digested_at")
         batch_op.drop_column("planned_at")
         batch_op.drop_column("message_date")
         batch_op.drop_column("source")
