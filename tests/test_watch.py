@@ -222,6 +222,32 @@ def test_unknown_correspondents_become_candidates(
     assert count(store, LearnedNumber) == 0
     scanner.source.close()
 
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "rolekeeper", "--config", str(settings.source_files[0])]
+    listed = json.loads(
+        subprocess.run([*cmd, "clients", "candidates", "--json"], capture_output=True,
+                       text=True, check=True).stdout
+    )  # fmt: skip
+    assert [(c["address"], c["role"]) for c in listed] == [
+        ("buyer@new-prospect.example", "manager1")
+    ]
+    subprocess.run(
+        [*cmd, "clients", "confirm", "buyer@new-prospect.example", "--new-client", "New Prospect",
+         "--segment", "key"], check=True, capture_output=True,
+    )  # fmt: skip
+    clients = json.loads(
+        subprocess.run([*cmd, "clients", "list", "--role", "manager1", "--json"],
+                       capture_output=True, text=True, check=True).stdout
+    )  # fmt: skip
+    assert {"client_id": "learned:new-prospect.example", "name": "New Prospect",
+            "segment": "key", "role": "manager1", "contacts": 1} in clients  # fmt: skip
+    again = subprocess.run([*cmd, "clients", "candidates", "--json"], capture_output=True,
+                           text=True, check=True)  # fmt: skip
+    assert json.loads(again.stdout) == []
+
 
 def test_scan_and_incidents_commands(
     org: tuple[Settings, Store], dovecot_server: DovecotServer

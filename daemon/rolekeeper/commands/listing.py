@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from rolekeeper.commands import candidates
 from rolekeeper.commands.common import add_json_flag, emit_rows, store_of
 from rolekeeper.directory import queries
 from rolekeeper.domain import Segment
@@ -29,6 +30,7 @@ def register(sub: Any) -> None:
     p.add_argument("--segment", choices=[s.value for s in Segment])
     add_json_flag(p)
     p.set_defaults(func=_clients)
+    candidates.register(clients)
 
 
 def _roles(args: argparse.Namespace) -> int:
