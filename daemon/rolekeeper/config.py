@@ -387,6 +387,7 @@ def _default_rule_actions() -> dict[str, RuleActions]:
         "personal-in-client-thread": RuleActions(),
         "client-thread-forwarded-out": RuleActions(alert_at_once=everyone),
         "private-contact-in-text": RuleActions(),
+        "key-client-quiet": RuleActions(),
     }
 
 

@@ -1,0 +1,50 @@
+"""Rule 6 in the store: a VIP client's silence becomes one warning until its mail resumes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+
+from rolekeeper.commands.demo import DEMO_CONFIG
+from rolekeeper.config import load_settings
+from rolekeeper.quietwatch import record_quiet_clients
+from rolekeeper.store.db import transaction
+from rolekeeper.store.models import Client, ClientArrival, Incident, Person
+from rolekeeper.store.open import open_store
+from tests.conftest import import_sample_org
+
+
+def test_quiet_vip_client_warned_once_per_silence(tmp_path: Path) -> None:
+    config = tmp_path / "rk.toml"
+    config.write_text(DEMO_CONFIG.format(db=tmp_path / "rk.db"), encoding="utf-8")
+    settings = load_settings(config)
+    store = open_store(settings)
+    import_sample_org(settings, store)
+    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    with transaction(store.sessions) as session:
+        vip = session.scalars(select(Client).where(Client.crm_id == "CRM-1018")).one()
+        regular = session.scalars(select(Client).where(Client.crm_id == "CRM-1001")).one()
+        for client in (vip, regular):
+            for n, days in enumerate((70, 63, 56, 49, 42)):
+                session.add(ClientArrival(client_id=client.id, message_key=f"<{client.id}-{n}>",
+                                          arrived_at=now - timedelta(days=days)))  # fmt: skip
+    assert record_quiet_clients(store.sessions, settings, now, live=True) == 1
+    assert record_quiet_clients(store.sessions, settings, now + timedelta(days=1), live=True) == 0
+    with store.sessions() as session:
+        [(incident, holder)] = session.execute(
+            select(Incident, Person.named_address).join(Person, Person.id == Incident.person_id)
+        ).all()
+    assert (incident.rule, incident.segment, holder) == (
+        "key-client-quiet", "vip", "pavel.novikov@acme.example",
+    )  # fmt: skip
+    assert incident.evidence == "no mail for 42 days; usually every 7.0 days (last 2026-10-12)"
+    # Mail resumes, then stops again: a new silence is a new warning.
+    with transaction(store.sessions) as session:
+        for days in (2, 9, 16, 23, 30):
+            session.add(ClientArrival(client_id=vip.id, message_key=f"<back-{days}>",
+                                      arrived_at=now + timedelta(days=days)))  # fmt: skip
+    assert record_quiet_clients(store.sessions, settings, now + timedelta(days=31), live=True) == 0
+    assert record_quiet_clients(store.sessions, settings, now + timedelta(days=60), live=True) == 1
+    store.close()
