@@ -94,8 +94,12 @@ def test_live_vip_incident_alerts_and_redirects(
     dovecot_server.deliver(PAVEL, client_mail(VIP_CLIENT, PAVEL))  # live
     scanner.scan_all()
     run_jobs(settings, store)
-    [alert] = sink.wait_for(1, timeout=10)
-    assert alert.rcpt_tos == ("igor.smirnov@acme.example",)
+    got = sink.wait_for(2, timeout=10)  # the supervisor's alert and the client's nudge
+    [alert] = [m for m in got if m.rcpt_tos == ("igor.smirnov@acme.example",)]
+    [nudge] = [m for m in got if m.rcpt_tos == (VIP_CLIENT,)]
+    assert nudge.mail_from == "keyaccounts@acme.example"
+    nudge_text = email.message_from_bytes(nudge.content).get_payload(decode=True).decode()
+    assert "keyaccounts@acme.example" in nudge_text and "+7 495 120-45-06" in nudge_text
     parsed = email.message_from_bytes(alert.content)
     assert "Павел Новиков" in str(
         email.header.make_header(email.header.decode_header(parsed["Subject"]))
@@ -110,9 +114,13 @@ def test_live_vip_incident_alerts_and_redirects(
     [redirected] = sink.wait_for(1, timeout=10)
     assert redirected.rcpt_tos == ("keyaccounts@acme.example",)
     with store.sessions() as session:
-        actions = list(session.scalars(select(AuditEntry.action).where(
-            AuditEntry.action.in_(("alert.sent", "sieve.redirects"))
-        )))  # fmt: skip
+        actions = list(
+            session.scalars(
+                select(AuditEntry.action).where(
+                    AuditEntry.action.in_(("alert.sent", "sieve.redirects"))
+                )
+            )
+        )
         failed = list(session.scalars(select(DueJob).where(DueJob.status == "parked")))
     assert sorted(actions) == ["alert.sent", "sieve.redirects"]
     assert failed == []
@@ -132,11 +140,23 @@ def test_regular_client_goes_to_no_alert_but_is_redirected(
     dovecot_server.deliver(IVAN, client_mail(regular, IVAN))
     scanner.scan_all()
     run_jobs(settings, store)
-    time.sleep(0.3)
-    assert sink.messages == []  # regular: the daily digest, not an alert
+    [nudge] = sink.wait_for(1, timeout=10)  # regular: no alert (the digest), but a nudge
+    assert (nudge.mail_from, nudge.rcpt_tos) == ("manager1@acme.example", (regular,))
+    parsed = email.message_from_bytes(nudge.content)
+    assert "пожалуйста, пишите на manager1@acme.example" in parsed.get_payload(decode=True).decode()
     sink.clear()
-    dovecot_server.deliver(IVAN, client_mail("e.gromova@severstal-snab.example", IVAN),
-                           mail_from="e.gromova@severstal-snab.example")  # fmt: skip
+    dovecot_server.deliver(IVAN, client_mail(regular, IVAN))  # again, days later
+    scanner.scan_all()
+    run_jobs(settings, store)
+    time.sleep(0.3)
+    # The redirect set after the first incident now sends it to manager1; no second nudge.
+    assert [m.rcpt_tos for m in sink.messages] == [("manager1@acme.example",)]
+    sink.clear()
+    dovecot_server.deliver(
+        IVAN,
+        client_mail("e.gromova@severstal-snab.example", IVAN),
+        mail_from="e.gromova@severstal-snab.example",
+    )
     [redirected] = sink.wait_for(1, timeout=10)
     assert redirected.rcpt_tos == ("manager1@acme.example",)  # the whole client follows
     scanner.source.close()

@@ -95,8 +95,10 @@ def test_private_number_rules() -> None:
     leak = facts(**base, author_text="Mobile: +7 903 111 22 33")
     [finding] = evaluate(leak, DIRECTORY)
     assert (finding.rule, finding.employee, finding.evidence) == (
-        "private-contact-in-text", IVAN, "Mobile: +7 903 111 22 33",
-    )  # fmt: skip
+        "private-contact-in-text",
+        IVAN,
+        "Mobile: +7 903 111 22 33",
+    )
     tax_ids = facts(**base, author_text="ИНН 7701234567\nINN: 7707083893, КПП 770701001")
     assert rules_hit(tax_ids) == set()
     not_read = facts(**base)  # body not fetched: rule 5 cannot judge, says nothing

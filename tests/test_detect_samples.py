@@ -87,8 +87,10 @@ def test_explain_command(tmp_path: Path) -> None:
 
     demo = subprocess.run(
         [sys.executable, "-m", "rolekeeper", "demo", "--dir", str(tmp_path)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "import clients" in demo.stdout
     sample = Path(__file__).parent / "samples" / "r3_personal_cc.eml"
     cmd = [sys.executable, "-m", "rolekeeper", "--config", str(tmp_path / "rolekeeper.toml")]
@@ -114,7 +116,9 @@ def test_explain_command(tmp_path: Path) -> None:
         ]
     }
     before = subprocess.run(
-        [*cmd, "explain", str(sample), "--as-of", "2001-01-01"], capture_output=True, text=True,
+        [*cmd, "explain", str(sample), "--as-of", "2001-01-01"],
+        capture_output=True,
+        text=True,
         check=True,
-    )  # fmt: skip
+    )
     assert "role, held by nobody" in before.stdout

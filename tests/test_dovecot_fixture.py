@@ -24,9 +24,17 @@ DOMAIN = "acme.example"
 # Every account the tests below use, added in one batch: each passwd-file change costs a wait
 # for Dovecot's next once-a-second re-read (see DovecotServer.add_users).
 ACCOUNTS = (
-    "anna", "archive", "owner", "deputy", "boss", "assistant", "caps", "junked", "away",
+    "anna",
+    "archive",
+    "owner",
+    "deputy",
+    "boss",
+    "assistant",
+    "caps",
+    "junked",
+    "away",
     "included",
-)  # fmt: skip
+)
 
 
 def unique_address(name: str) -> str:

@@ -28,8 +28,13 @@ def test_quiet_vip_client_warned_once_per_silence(tmp_path: Path) -> None:
         regular = session.scalars(select(Client).where(Client.crm_id == "CRM-1001")).one()
         for client in (vip, regular):
             for n, days in enumerate((70, 63, 56, 49, 42)):
-                session.add(ClientArrival(client_id=client.id, message_key=f"<{client.id}-{n}>",
-                                          arrived_at=now - timedelta(days=days)))  # fmt: skip
+                session.add(
+                    ClientArrival(
+                        client_id=client.id,
+                        message_key=f"<{client.id}-{n}>",
+                        arrived_at=now - timedelta(days=days),
+                    )
+                )
     assert record_quiet_clients(store.sessions, settings, now, live=True) == 1
     assert record_quiet_clients(store.sessions, settings, now + timedelta(days=1), live=True) == 0
     with store.sessions() as session:
@@ -37,14 +42,21 @@ def test_quiet_vip_client_warned_once_per_silence(tmp_path: Path) -> None:
             select(Incident, Person.named_address).join(Person, Person.id == Incident.person_id)
         ).all()
     assert (incident.rule, incident.segment, holder) == (
-        "key-client-quiet", "vip", "pavel.novikov@acme.example",
-    )  # fmt: skip
+        "key-client-quiet",
+        "vip",
+        "pavel.novikov@acme.example",
+    )
     assert incident.evidence == "no mail for 42 days; usually every 7.0 days (last 2026-10-12)"
     # Mail resumes, then stops again: a new silence is a new warning.
     with transaction(store.sessions) as session:
         for days in (2, 9, 16, 23, 30):
-            session.add(ClientArrival(client_id=vip.id, message_key=f"<back-{days}>",
-                                      arrived_at=now + timedelta(days=days)))  # fmt: skip
+            session.add(
+                ClientArrival(
+                    client_id=vip.id,
+                    message_key=f"<back-{days}>",
+                    arrived_at=now + timedelta(days=days),
+                )
+            )
     assert record_quiet_clients(store.sessions, settings, now + timedelta(days=31), live=True) == 0
     assert record_quiet_clients(store.sessions, settings, now + timedelta(days=60), live=True) == 1
     store.close()

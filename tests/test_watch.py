@@ -216,8 +216,10 @@ def test_unknown_correspondents_become_candidates(
     assert [c.address for c in found] == ["buyer@new-prospect.example"]
     [candidate] = found
     assert (candidate.address, candidate.domain, candidate.messages) == (
-        "buyer@new-prospect.example", "new-prospect.example", 2,
-    )  # fmt: skip
+        "buyer@new-prospect.example",
+        "new-prospect.example",
+        2,
+    )
     assert candidate.role_id is not None
     assert count(store, LearnedNumber) == 0
     scanner.source.close()
@@ -228,24 +230,45 @@ def test_unknown_correspondents_become_candidates(
 
     cmd = [sys.executable, "-m", "rolekeeper", "--config", str(settings.source_files[0])]
     listed = json.loads(
-        subprocess.run([*cmd, "clients", "candidates", "--json"], capture_output=True,
-                       text=True, check=True).stdout
-    )  # fmt: skip
+        subprocess.run(
+            [*cmd, "clients", "candidates", "--json"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     assert [(c["address"], c["role"]) for c in listed] == [
         ("buyer@new-prospect.example", "manager1")
     ]
     subprocess.run(
-        [*cmd, "clients", "confirm", "buyer@new-prospect.example", "--new-client", "New Prospect",
-         "--segment", "key"], check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            *cmd,
+            "clients",
+            "confirm",
+            "buyer@new-prospect.example",
+            "--new-client",
+            "New Prospect",
+            "--segment",
+            "key",
+        ],
+        check=True,
+        capture_output=True,
+    )
     clients = json.loads(
-        subprocess.run([*cmd, "clients", "list", "--role", "manager1", "--json"],
-                       capture_output=True, text=True, check=True).stdout
-    )  # fmt: skip
-    assert {"client_id": "learned:new-prospect.example", "name": "New Prospect",
-            "segment": "key", "role": "manager1", "contacts": 1} in clients  # fmt: skip
-    again = subprocess.run([*cmd, "clients", "candidates", "--json"], capture_output=True,
-                           text=True, check=True)  # fmt: skip
+        subprocess.run(
+            [*cmd, "clients", "list", "--role", "manager1", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert {
+        "client_id": "learned:new-prospect.example",
+        "name": "New Prospect",
+        "segment": "key",
+        "role": "manager1",
+        "contacts": 1,
+    } in clients
+    again = subprocess.run(
+        [*cmd, "clients", "candidates", "--json"], capture_output=True, text=True, check=True
+    )
     assert json.loads(again.stdout) == []
 
 
@@ -261,25 +284,38 @@ def test_scan_and_incidents_commands(
     dovecot_server.append(IVAN, "INBOX", sample("r1_client_to_named", "cli-1@x"))
     cmd = [sys.executable, "-m", "rolekeeper", "--config", config]
     scanned = json.loads(
-        subprocess.run([*cmd, "scan", "--once", "--json"], capture_output=True, text=True,
-                       check=True).stdout
-    )  # fmt: skip
+        subprocess.run(
+            [*cmd, "scan", "--once", "--json"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     inbox = next(r for r in scanned if r["mailbox"] == IVAN and r["folder"] == "INBOX")
     assert (inbox["mode"], inbox["messages"], inbox["incidents"]) == ("backfill", 1, 1)
     listed = json.loads(
-        subprocess.run([*cmd, "incidents", "list", "--person", IVAN, "--json"],
-                       capture_output=True, text=True, check=True).stdout
-    )  # fmt: skip
+        subprocess.run(
+            [*cmd, "incidents", "list", "--person", IVAN, "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert [(i["rule"], i["client"], i["live"], i["message"]) for i in listed] == [
         ("client-to-named", "CRM-1001", False, "<cli-1@x>")
     ]
     replay = json.loads(
-        subprocess.run([*cmd, "scan", "--as-of", "2026-11-01", "--json"], capture_output=True,
-                       text=True, check=True).stdout
-    )  # fmt: skip
+        subprocess.run(
+            [*cmd, "scan", "--as-of", "2026-11-01", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert {r["mode"] for r in replay} == {"replay"}
-    empty = subprocess.run([*cmd, "incidents", "list", "--rule", "named-to-client"],
-                           capture_output=True, text=True, check=True)  # fmt: skip
+    empty = subprocess.run(
+        [*cmd, "incidents", "list", "--rule", "named-to-client"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert empty.stdout.strip() == "(none)"
 
 

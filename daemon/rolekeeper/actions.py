@@ -32,6 +32,7 @@ from rolekeeper.store.models import (
     Contact,
     DueJob,
     Incident,
+    Nudge,
     Person,
     Role,
 )
@@ -61,6 +62,13 @@ def plan(ctx: JobContext) -> None:
                 jobs.append(_job("action.alert", f"incident:{incident.id}", ctx))
             if policy is not None and segment in policy.redirect and address:
                 jobs.append(_job("action.redirects", f"mailbox:{address}", ctx))
+            if (
+                policy is not None
+                and segment in policy.nudge
+                and incident.client_id
+                and incident.client_address
+            ):
+                jobs.append(_job("action.nudge", f"client:{incident.client_id}", ctx))
             incident.planned_at = ctx.now
         # One pending job per key: a burst of incidents on one mailbox is one Sieve update.
         insert_ignore(session, table_of(DueJob), jobs)
@@ -250,6 +258,82 @@ def send_digests(ctx: JobContext) -> None:
             )
 
 
+def send_nudge(ctx: JobContext) -> None:
+    """At most one nudge per client in `nudge_every_days`, to the address that wrote."""
+    client_id = int(ctx.key.removeprefix("client:"))
+    settings = ctx.settings
+    since = ctx.now - timedelta(days=settings.actions.nudge_every_days)
+    with ctx.sessions() as session:
+        recent = session.scalar(
+            select(Nudge.id).where(Nudge.client_id == client_id, Nudge.sent_at >= since)
+        )
+        if recent is not None:
+            return
+        incident = session.scalars(
+            select(Incident)
+            .where(
+                Incident.client_id == client_id,
+                Incident.live,
+                Incident.client_address.is_not(None),
+            )
+            .order_by(Incident.id.desc())
+            .limit(1)
+        ).first()
+        client = session.get_one(Client, client_id)
+        role = session.get(Role, client.role_id) if client.role_id else None
+        if incident is None or incident.client_address is None or role is None:
+            return  # nothing to answer, or no role to point the client to
+        contact = session.scalars(
+            select(Contact).where(
+                Contact.client_id == client_id, Contact.email == incident.client_address
+            )
+        ).first()
+    if settings.smtp is None:
+        raise RolekeeperError("a nudge is due but [smtp] is not configured")
+    language = contact.language if contact else settings.import_.clients.default_language
+    subject, body = Templates().render(
+        "nudge",
+        language,
+        contact_name=contact.name if contact else "",
+        organisation=settings.organisation.name,
+        role_name=role.name,
+        role_address=role.address,
+        role_number=_pretty_number(role.number) if role.number else None,
+    )
+    domain = role.address.rpartition("@")[2]
+    message_id = f"<nudge-{client_id}-{incident.id}@{domain}>"
+    to_name = contact.name if contact else ""
+    SmtpSender(settings.smtp).send(
+        build_message(
+            (role.name, role.address),
+            [(to_name, incident.client_address)],
+            subject,
+            body,
+            message_id=message_id,
+        )
+    )
+    with transaction(ctx.sessions) as session:
+        session.add(
+            Nudge(
+                client_id=client_id,
+                address=incident.client_address,
+                incident_id=incident.id,
+                message_id=message_id,
+                sent_at=ctx.now,
+            )
+        )
+        record_audit(
+            session, "rolekeeper", "nudge.sent", incident.client_address, {"client": client.crm_id}
+        )
+
+
+def _pretty_number(e164: str) -> str:
+    import phonenumbers
+
+    parsed = phonenumbers.parse(e164)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
 def next_digest(settings: Settings, now: datetime) -> datetime:
     """The next digest_time in the organisation's time zone, as UTC."""
     zone = ZoneInfo(settings.organisation.timezone)
@@ -269,3 +353,4 @@ PLAN = JobKind(PLAN_JOB, plan, every=_plan_every)
 ALERT = JobKind("action.alert", send_alert)
 REDIRECTS = JobKind("action.redirects", apply_redirects)
 DIGEST = JobKind("action.digest", send_digests, next_due=next_digest)
+NUDGE = JobKind("action.nudge", send_nudge)

@@ -377,14 +377,16 @@ class RuleActions(_Section):
     alert_at_once: tuple[Literal["vip", "key", "regular", "minor"], ...] = ("vip", "key")
     # Redirect the client's further mail from the named mailbox to the role mailbox.
     redirect: tuple[Literal["vip", "key", "regular", "minor"], ...] = ()
+    # Reply politely from the role mailbox, giving the role's address and number.
+    nudge: tuple[Literal["vip", "key", "regular", "minor"], ...] = ()
 
 
 def _default_rule_actions() -> dict[str, RuleActions]:
     everyone = SEGMENTS
     return {
-        "client-to-named": RuleActions(redirect=everyone),
+        "client-to-named": RuleActions(redirect=everyone, nudge=everyone),
         "named-to-client": RuleActions(),
-        "personal-in-client-thread": RuleActions(),
+        "personal-in-client-thread": RuleActions(nudge=everyone),
         "client-thread-forwarded-out": RuleActions(alert_at_once=everyone),
         "private-contact-in-text": RuleActions(),
         "key-client-quiet": RuleActions(),
@@ -402,6 +404,8 @@ class ActionsSettings(_Section):
     language: str = Field(default="en", pattern=r"^[a-z]{2}$")
     # Sender of alerts and digests; empty: rolekeeper@ the first organisation domain.
     from_address: str = ""
+    # A client gets at most one nudge in this many days.
+    nudge_every_days: int = Field(default=14, ge=1)
 
     @field_validator("rules")
     @classmethod

@@ -39,9 +39,11 @@ class IdleWatcher:
     def start(self) -> None:
         for mailbox, folder in self.folders:
             thread = threading.Thread(
-                target=self._run, args=(mailbox, folder), name=f"idle:{mailbox}/{folder}",
+                target=self._run,
+                args=(mailbox, folder),
+                name=f"idle:{mailbox}/{folder}",
                 daemon=True,
-            )  # fmt: skip
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -88,6 +90,9 @@ class IdleWatcher:
         delay = min(300.0, 2.0 ** min(failures, 8)) * random.uniform(0.5, 1.0)  # noqa: S311
         log.warning(
             "IDLE connection lost; reconnecting",
-            mailbox=mailbox, folder=folder, retry_in=round(delay, 1), error=str(exc),
-        )  # fmt: skip
+            mailbox=mailbox,
+            folder=folder,
+            retry_in=round(delay, 1),
+            error=str(exc),
+        )
         self._stop.wait(delay)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from rolekeeper.actions import ALERT, DIGEST, PLAN, REDIRECTS
+from rolekeeper.actions import ALERT, DIGEST, NUDGE, PLAN, REDIRECTS
 from rolekeeper.duework import JobContext, JobKind
 from rolekeeper.maintenance import PURGE
 from rolekeeper.quietwatch import QUIET
@@ -19,7 +19,7 @@ def _test_sleep(ctx: JobContext) -> None:
 
 
 def job_kinds() -> dict[str, JobKind]:
-    kinds = [PURGE, PLAN, ALERT, REDIRECTS, DIGEST, QUIET]
+    kinds = [PURGE, PLAN, ALERT, REDIRECTS, DIGEST, NUDGE, QUIET]
     if os.environ.get(TEST_HOOKS_ENV) == "1":
         kinds.append(JobKind("test.sleep", _test_sleep))
     return {kind.name: kind for kind in kinds}

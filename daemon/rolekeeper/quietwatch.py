@@ -67,6 +67,7 @@ def record_quiet_clients(
                     f"no mail for {verdict.silent_days:.0f} days; usually every "
                     f"{verdict.usual_gap_days:.1f} days (last {verdict.last_arrival.date()})"
                 ),
+                "client_address": None,
                 "detected_at": now,
                 "status": "open",
                 "live": live,

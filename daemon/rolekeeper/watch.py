@@ -368,6 +368,7 @@ def _incident_row(
         "client_id": finding.client.id if finding.client else None,
         "segment": finding.client.segment if finding.client else None,
         "evidence": finding.evidence,
+        "client_address": finding.client_address,
         "detected_at": now,
         "status": "open",
         "live": live,

@@ -60,9 +60,15 @@ def _list(args: argparse.Namespace) -> int:
     return emit_rows(
         args,
         rows,
-        [("domain", "DOMAIN"), ("address", "ADDRESS"), ("messages", "MESSAGES"),
-         ("role", "ROLE"), ("person", "PERSON"), ("last_seen", "LAST SEEN")],
-    )  # fmt: skip
+        [
+            ("domain", "DOMAIN"),
+            ("address", "ADDRESS"),
+            ("messages", "MESSAGES"),
+            ("role", "ROLE"),
+            ("person", "PERSON"),
+            ("last_seen", "LAST SEEN"),
+        ],
+    )
 
 
 def _confirm(args: argparse.Namespace) -> int:

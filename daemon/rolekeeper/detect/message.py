@@ -16,10 +16,24 @@ from rolekeeper.detect.facts import MessageFacts
 
 # Header fields the scanner fetches (IMAP BODY.PEEK[HEADER.FIELDS (...)]).
 HEADER_FIELDS = (
-    "from", "to", "cc", "reply-to", "message-id", "date", "subject", "auto-submitted",
-    "precedence", "content-type", "resent-from", "resent-to", "resent-message-id",
-    "list-id", "x-autoreply", "x-autorespond", "return-path",
-)  # fmt: skip
+    "from",
+    "to",
+    "cc",
+    "reply-to",
+    "message-id",
+    "date",
+    "subject",
+    "auto-submitted",
+    "precedence",
+    "content-type",
+    "resent-from",
+    "resent-to",
+    "resent-message-id",
+    "list-id",
+    "x-autoreply",
+    "x-autorespond",
+    "return-path",
+)
 MAX_TEXT = 64 * 1024
 
 _FORWARD_SUBJECT = re.compile(r"^\s*(?:re:\s*)*(?:fwd?|fw|tr|wg|enc|пересл\.?|пересылка)\s*:", re.I)

@@ -63,25 +63,47 @@ def history(now: datetime | None = None) -> list[Mail]:
     for day in range(0, 20, 3):
         when = start + timedelta(days=day, hours=10)
         mail.append(
-            Mail(ROLE1[1], "INBOX", _message(
-                STEPANOV, [ROLE1], f"Заявка №{100 + day}",
-                f"Добрый день! Просим выставить счёт по заявке №{100 + day}.\n\nМ. Степанов",
-                when, f"hist-in-{day}",
-            ))
-        )  # fmt: skip
+            Mail(
+                ROLE1[1],
+                "INBOX",
+                _message(
+                    STEPANOV,
+                    [ROLE1],
+                    f"Заявка №{100 + day}",
+                    f"Добрый день! Просим выставить счёт по заявке №{100 + day}.\n\nМ. Степанов",
+                    when,
+                    f"hist-in-{day}",
+                ),
+            )
+        )
         mail.append(
-            Mail(ROLE1[1], "Sent", _message(
-                ROLE1, [STEPANOV], f"Re: Заявка №{100 + day}",
-                f"Михаил, счёт во вложении.\n\n{SIGNATURE}", when + timedelta(hours=2),
-                f"hist-out-{day}",
-            ))
-        )  # fmt: skip
+            Mail(
+                ROLE1[1],
+                "Sent",
+                _message(
+                    ROLE1,
+                    [STEPANOV],
+                    f"Re: Заявка №{100 + day}",
+                    f"Михаил, счёт во вложении.\n\n{SIGNATURE}",
+                    when + timedelta(hours=2),
+                    f"hist-out-{day}",
+                ),
+            )
+        )
     mail.append(
-        Mail(IVAN[1], "INBOX", _message(
-            GROMOVA, [IVAN], "Договор", "Иван, пришлите проект договора, пожалуйста.",
-            start + timedelta(days=5), "hist-named",
-        ))
-    )  # fmt: skip
+        Mail(
+            IVAN[1],
+            "INBOX",
+            _message(
+                GROMOVA,
+                [IVAN],
+                "Договор",
+                "Иван, пришлите проект договора, пожалуйста.",
+                start + timedelta(days=5),
+                "hist-named",
+            ),
+        )
+    )
     return mail
 
 
@@ -89,33 +111,82 @@ def new_mail(now: datetime | None = None) -> list[Mail]:
     """Mail arriving while rolekeeper watches: the breaches it is there to see."""
     when = now or datetime.now(UTC)
     return [
-        Mail(ROLE1[1], "INBOX", _message(
-            STEPANOV, [ROLE1], "Отгрузка", "Когда ждать отгрузку по счёту 2025-114?", when,
-            "new-clean",
-        )),
-        Mail(IVAN[1], "INBOX", _message(
-            LEBEDEV, [IVAN], "Скидка", "Иван, пишу вам лично: обсудим скидку на следующий год?",
-            when, "new-client-to-named",
-        )),
-        Mail(IVAN[1], "Sent", _message(
-            IVAN, [LEBEDEV], "Re: Скидка", "Михаил, давайте созвонимся завтра.", when,
-            "new-named-to-client",
-        )),
-        Mail(ROLE1[1], "INBOX", _message(
-            GROMOVA, [ROLE1], "Проект договора", "Проект договора во вложении.", when,
-            "new-personal-cc", cc=[("Иван", "vanya.p@yandex.ru")],
-        )),
-        Mail(IVAN[1], "Sent", _message(
-            IVAN, [("", "ivan.petrov.1987@mail.ru")], "Fwd: Проект договора",
-            "\n---------- Forwarded message ---------\nFrom: Екатерина Громова "
-            "<e.gromova@severstal-snab.example>\nSubject: Проект договора\n\nПроект во вложении.",
-            when, "new-forward-out",
-        )),
-        Mail(ROLE3[1], "Sent", _message(
-            ROLE3, [FEDOROV], "Документы",
-            "Михаил, документы пришлите мне на masha.k@bk.ru.\n\n--\nМария\nМоб.: +7 926 444-55-66",
-            when, "new-private-contact",
-            html="<p>Михаил, документы пришлите мне на <b>masha.k@bk.ru</b>.</p>"
-            "<p>Мария<br>Моб.: +7 926 444-55-66</p>",
-        )),
-    ]  # fmt: skip
+        Mail(
+            ROLE1[1],
+            "INBOX",
+            _message(
+                STEPANOV,
+                [ROLE1],
+                "Отгрузка",
+                "Когда ждать отгрузку по счёту 2025-114?",
+                when,
+                "new-clean",
+            ),
+        ),
+        Mail(
+            IVAN[1],
+            "INBOX",
+            _message(
+                LEBEDEV,
+                [IVAN],
+                "Скидка",
+                "Иван, пишу вам лично: обсудим скидку на следующий год?",
+                when,
+                "new-client-to-named",
+            ),
+        ),
+        Mail(
+            IVAN[1],
+            "Sent",
+            _message(
+                IVAN,
+                [LEBEDEV],
+                "Re: Скидка",
+                "Михаил, давайте созвонимся завтра.",
+                when,
+                "new-named-to-client",
+            ),
+        ),
+        Mail(
+            ROLE1[1],
+            "INBOX",
+            _message(
+                GROMOVA,
+                [ROLE1],
+                "Проект договора",
+                "Проект договора во вложении.",
+                when,
+                "new-personal-cc",
+                cc=[("Иван", "vanya.p@yandex.ru")],
+            ),
+        ),
+        Mail(
+            IVAN[1],
+            "Sent",
+            _message(
+                IVAN,
+                [("", "ivan.petrov.1987@mail.ru")],
+                "Fwd: Проект договора",
+                "\n---------- Forwarded message ---------\nFrom: Екатерина Громова "
+                "<e.gromova@severstal-snab.example>\nSubject: Проект договора\n\n"
+                "Проект во вложении.",
+                when,
+                "new-forward-out",
+            ),
+        ),
+        Mail(
+            ROLE3[1],
+            "Sent",
+            _message(
+                ROLE3,
+                [FEDOROV],
+                "Документы",
+                "Михаил, документы пришлите мне на masha.k@bk.ru.\n\n--\nМария\n"
+                "Моб.: +7 926 444-55-66",
+                when,
+                "new-private-contact",
+                html="<p>Михаил, документы пришлите мне на <b>masha.k@bk.ru</b>.</p>"
+                "<p>Мария<br>Моб.: +7 926 444-55-66</p>",
+            ),
+        ),
+    ]

@@ -194,6 +194,8 @@ class Incident(Base):
     message_date: Mapped[datetime | None] = mapped_column(Timestamp)
     # When the actions for a live incident were queued (alert, nudge, redirect); NULL = not yet.
     planned_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # The client's address in the message: where a nudge would go.
+    client_address: Mapped[str | None] = mapped_column(String(320))
     # When a daily digest to the supervisor listed it (incidents not alerted at once).
     digested_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
@@ -354,3 +356,16 @@ class Candidate(Base):
     first_seen: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     status: Mapped[str] = mapped_column(String(16), default="new")
+
+
+class Nudge(Base):
+    """A polite reply from the role mailbox to a client that used a personal channel."""
+
+    __tablename__ = "nudges"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(320))
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"))
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    sent_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

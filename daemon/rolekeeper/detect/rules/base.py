@@ -17,6 +17,8 @@ class Finding:
     employee: Employee | None
     client: ClientRef | None
     evidence: str
+    # The client's address in this message (the one a nudge would answer).
+    client_address: str | None = None
 
     @property
     def key(self) -> tuple[str, int | None]:

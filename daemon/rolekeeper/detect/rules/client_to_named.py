@@ -21,7 +21,11 @@ def check(facts: MessageFacts, directory: Directory) -> Iterator[Finding]:
         employee = directory.employee(address)
         if employee is not None:
             yield Finding(
-                NAME, employee, client, evidence(f"From: {facts.sender} To/Cc: {address}")
+                NAME,
+                employee,
+                client,
+                evidence(f"From: {facts.sender} To/Cc: {address}"),
+                facts.sender,
             )
 
 

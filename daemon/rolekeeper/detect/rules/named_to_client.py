@@ -19,8 +19,9 @@ def check(facts: MessageFacts, directory: Directory) -> Iterator[Finding]:
         return
     clients = directory.clients_among(facts.recipients)
     if clients:
-        to = ", ".join(a for a in facts.recipients if directory.client_of(a) is not None)
-        yield Finding(NAME, employee, clients[0], evidence(f"From: {facts.sender} To/Cc: {to}"))
+        to = [a for a in facts.recipients if directory.client_of(a) is not None]
+        text = evidence(f"From: {facts.sender} To/Cc: {', '.join(to)}")
+        yield Finding(NAME, employee, clients[0], text, to[0])
 
 
 RULE = Rule(NAME, "an employee's named address writing to a client party", check)

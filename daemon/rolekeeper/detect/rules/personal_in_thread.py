@@ -15,10 +15,10 @@ NAME = "personal-in-client-thread"
 def check(facts: MessageFacts, directory: Directory) -> Iterator[Finding]:
     if facts.forward or facts.sender is None:
         return
-    client = directory.client_of(facts.sender)
+    client, party = directory.client_of(facts.sender), facts.sender
     if client is None:
-        clients = directory.clients_among(facts.recipients)
-        client = clients[0] if clients else None
+        party = next((a for a in facts.recipients if directory.client_of(a) is not None), "")
+        client = directory.client_of(party) if party else None
     if client is None:
         return
     for field, values in (("To", facts.to), ("Cc", facts.cc), ("Reply-To", facts.reply_to)):
@@ -28,7 +28,7 @@ def check(facts: MessageFacts, directory: Directory) -> Iterator[Finding]:
             employee = directory.personal_owner(address) or _in_conversation(facts, directory)
             if employee is not None and employee.exempt:
                 continue
-            yield Finding(NAME, employee, client, evidence(f"{field}: {address}"))
+            yield Finding(NAME, employee, client, evidence(f"{field}: {address}"), party)
 
 
 def _in_conversation(facts: MessageFacts, directory: Directory) -> Employee | None:

@@ -24,6 +24,7 @@ def check(facts: MessageFacts, directory: Directory) -> Iterator[Finding]:
     clients = directory.clients_among(facts.recipients)
     if not clients:
         return
+    party = next(a for a in facts.recipients if directory.client_of(a) is not None)
     employee = directory.speaker_for_firm(facts.sender)
     if employee is not None and employee.exempt:
         return
@@ -32,11 +33,12 @@ def check(facts: MessageFacts, directory: Directory) -> Iterator[Finding]:
         allowed |= directory.client_numbers.get(client.id, frozenset())
     for number, position in phones_in(text, directory.region):
         if number not in allowed:
-            yield Finding(NAME, employee, clients[0], evidence(_line_of(text, position)))
+            yield Finding(NAME, employee, clients[0], evidence(_line_of(text, position)), party)
     for found in _EMAIL.finditer(text):
         address = found.group(0).lower()
         if directory.is_personal(address):
-            yield Finding(NAME, employee, clients[0], evidence(_line_of(text, found.start())))
+            line = evidence(_line_of(text, found.start()))
+            yield Finding(NAME, employee, clients[0], line, party)
 
 
 def _line_of(text: str, position: int) -> str:

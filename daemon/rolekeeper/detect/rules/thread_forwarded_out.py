@@ -17,7 +17,7 @@ NAME = "client-thread-forwarded-out"
 
 def check(facts: MessageFacts, directory: Directory) -> Iterator[Finding]:
     resent = facts.resent_from is not None or bool(facts.resent_to)
-    client, source = _carried_client(facts, directory, resent)
+    client, source, party = _carried_client(facts, directory, resent)
     if client is None:
         return
     forwarder = facts.resent_from if resent and facts.resent_from else facts.sender
@@ -32,22 +32,22 @@ def check(facts: MessageFacts, directory: Directory) -> Iterator[Finding]:
         owner = directory.personal_owner(address) or employee
         if owner is not None and owner.exempt:
             continue
-        yield Finding(NAME, owner, client, evidence(f"{source} → {address}"))
+        yield Finding(NAME, owner, client, evidence(f"{source} → {address}"), party)
 
 
 def _carried_client(
     facts: MessageFacts, directory: Directory, resent: bool
-) -> tuple[ClientRef | None, str]:
+) -> tuple[ClientRef | None, str, str | None]:
     if resent and facts.sender is not None:
         client = directory.client_of(facts.sender)
         if client is not None:
-            return client, f"resent mail from {facts.sender}"
+            return client, f"resent mail from {facts.sender}", facts.sender
     if facts.forward or facts.carried_senders:
         for address in facts.carried_senders:
             client = directory.client_of(address)
             if client is not None:
-                return client, f"forwarded mail from {address}"
-    return None, ""
+                return client, f"forwarded mail from {address}", address
+    return None, "", None
 
 
 def _client_addresses(facts: MessageFacts, directory: Directory, client: ClientRef) -> set[str]:

@@ -99,10 +99,39 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("message_date", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("planned_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("digested_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("client_address", sa.String(length=320), nullable=True))
+
+    op.create_table(
+        "nudges",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("client_id", sa.Integer(), nullable=False),
+        sa.Column("address", sa.String(length=320), nullable=False),
+        sa.Column("incident_id", sa.Integer(), nullable=True),
+        sa.Column("message_id", sa.String(length=255), nullable=False),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["client_id"],
+            ["clients.id"],
+            name=op.f("fk_nudges_client_id_clients"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["incident_id"],
+            ["incidents.id"],
+            name=op.f("fk_nudges_incident_id_incidents"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_nudges")),
+        sa.UniqueConstraint("message_id", name=op.f("uq_nudges_message_id")),
+    )
+    with op.batch_alter_table("nudges", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_nudges_client_id"), ["client_id"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_table("nudges")
     with op.batch_alter_table("incidents", schema=None) as batch_op:
+        batch_op.drop_column("client_address")
         batch_op.drop_column("digested_at")
         batch_op.drop_column("planned_at")
         batch_op.drop_column("message_date")
