@@ -9,12 +9,15 @@ status and the incidents an admin would see.
 from __future__ import annotations
 
 import argparse
+import email
+import email.policy
 import secrets
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from rolekeeper.backends.imap import ImapSource
 from rolekeeper.commands.common import actor
@@ -23,10 +26,13 @@ from rolekeeper.commands.status import render_status
 from rolekeeper.config import Settings, load_settings
 from rolekeeper.directory import queries
 from rolekeeper.directory.importer import import_clients, import_people, import_roles
+from rolekeeper.duework import DueWorkRunner
+from rolekeeper.jobkinds import job_kinds
 from rolekeeper.lab import correspondence
 from rolekeeper.lab.dovecot import MASTER_USER
+from rolekeeper.log import configure_logging
 from rolekeeper.store.db import transaction
-from rolekeeper.store.models import ScanCursor
+from rolekeeper.store.models import AuditEntry, ScanCursor
 from rolekeeper.store.open import Store, open_store
 from rolekeeper.watch import Scanner
 
@@ -78,6 +84,7 @@ def _demo(args: argparse.Namespace) -> int:
     config = state / "rolekeeper.toml"
     config.write_text(DEMO_CONFIG.format(db=state / "rolekeeper.db"), encoding="utf-8")
     settings = load_settings(config)
+    configure_logging(settings.logging)
     store = open_store(settings)
     try:
         print(f"rolekeeper demo: state in {state} (config {config})\n")
@@ -122,7 +129,9 @@ def _watch_mail(state: Path, config: Path) -> None:
             config.read_text(encoding="utf-8")
             + f"\n# The demo's private Dovecot (new on every run).\n[imap]\n"
             f'host = "127.0.0.1"\nport = {server.imap_port}\nsecurity = "plain"\n'
-            f'username = "{MASTER_USER}"\npassword_file = "{state / "imap-master.pw"}"\n',
+            f'username = "{MASTER_USER}"\npassword_file = "{state / "imap-master.pw"}"\n'
+            f"sieve_port = {server.sieve_port}\n"
+            f'[smtp]\nhost = "127.0.0.1"\nport = {server.smtp.port}\nsecurity = "plain"\n',
             encoding="utf-8",
         )
         settings = load_settings(config)
@@ -152,6 +161,22 @@ def _watch_mail(state: Path, config: Path) -> None:
                 server.append(mail.mailbox, mail.folder, mail.message)
             second = scanner.scan_all()
             print(f"New mail while watching: {sum(r.messages for r in second)} messages.\n")
+            runner = DueWorkRunner(store.sessions, settings, job_kinds())
+            runner.seed_recurring()
+            runner.run_due()
+            time.sleep(0.5)  # let the SMTP sink take in what the jobs sent
+            print("What rolekeeper did about the live incidents:")
+            for sent in server.smtp.messages:
+                parsed = email.message_from_bytes(sent.content, policy=email.policy.default)
+                print(f"  mail {sent.mail_from} -> {', '.join(sent.rcpt_tos)}: {parsed['Subject']}")
+            with store.sessions() as session:
+                for target, detail in session.execute(
+                    select(AuditEntry.target, AuditEntry.detail).where(
+                        AuditEntry.action == "sieve.redirects"
+                    )
+                ).all():
+                    print(f"  sieve on {target}: client mail now also goes to {detail['roles']}")
+            print()
             with store.sessions() as session:
                 print("Incidents\n" + render_incidents(session))
         finally:

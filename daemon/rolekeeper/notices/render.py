@@ -7,6 +7,7 @@ name with a newline in it cannot inject a header.
 
 from __future__ import annotations
 
+import email.policy
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
 from pathlib import Path
@@ -15,6 +16,10 @@ from typing import Any
 import jinja2
 
 PACKAGED = Path(__file__).with_name("templates")
+# CPython's header folding drops the space between two encoded words it splits a phrase
+# into ("пожалуйста, пишите" arrives as "пожалуйста,пишите"); folding only past the
+# 998-character limit of RFC 5322 avoids that.
+HEADER_POLICY = email.policy.default.clone(max_line_length=998)
 
 
 class Templates:
@@ -50,7 +55,7 @@ def build_message(
     message_id: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> EmailMessage:
-    message = EmailMessage()
+    message = EmailMessage(policy=HEADER_POLICY)
     message["From"] = formataddr(_one_line(sender))
     message["To"] = ", ".join(formataddr(_one_line(a)) for a in to)
     message["Subject"] = " ".join(subject.split())
