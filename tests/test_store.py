@@ -168,3 +168,24 @@ def test_sqlite_datetimes_come_back_as_stored(sqlite_store: object) -> None:
         session.add(DueJob(kind="k", due_at=due, status="pending"))
     with sqlite_store.sessions() as session:
         assert as_utc(session.scalars(select(DueJob.due_at)).one()) == due
+
+
+def test_insert_ignore_counts_only_new_rows(any_settings: Settings) -> None:
+    from rolekeeper.store.db import table_of
+    from rolekeeper.store.models import Incident
+    from rolekeeper.store.upsert import insert_ignore
+
+    store = open_store(any_settings)
+    try:
+        row = {"rule": "r", "person_id": None, "person_key": 0, "evidence": "",
+               "detected_at": utcnow(), "status": "open", "live": True, "source": ""}  # fmt: skip
+        first = [row | {"message_key": f"<{n}>"} for n in range(3)]
+        with transaction(store.sessions) as session:
+            assert insert_ignore(session, table_of(Incident), first) == 3
+        again = [row | {"message_key": f"<{n}>"} for n in range(2, 6)]
+        with transaction(store.sessions) as session:
+            assert insert_ignore(session, table_of(Incident), again) == 3
+        with store.sessions() as session:
+            assert session.scalar(select(func.count()).select_from(Incident)) == 6
+    finally:
+        store.close()

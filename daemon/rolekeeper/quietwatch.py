@@ -56,11 +56,13 @@ def record_quiet_clients(
     rows = []
     for verdict in verdicts:
         client = clients[verdict.client_id]
+        holder = holders.get(client.role_id) if client.role_id else None
         rows.append(
             {
                 "rule": NAME,
                 "message_key": f"quiet:{client.id}:{verdict.last_arrival.isoformat()}",
-                "person_id": holders.get(client.role_id) if client.role_id else None,
+                "person_id": holder,
+                "person_key": holder or 0,
                 "client_id": client.id,
                 "segment": client.segment,
                 "evidence": (

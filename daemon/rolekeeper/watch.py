@@ -365,6 +365,7 @@ def _incident_row(
         "rule": finding.rule,
         "message_key": facts.message_key[:255],
         "person_id": finding.employee.id if finding.employee else None,
+        "person_key": finding.employee.id if finding.employee else 0,
         "client_id": finding.client.id if finding.client else None,
         "segment": finding.client.segment if finding.client else None,
         "evidence": finding.evidence,

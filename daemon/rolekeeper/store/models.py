@@ -177,12 +177,15 @@ class Channel(Base):
 
 class Incident(Base):
     __tablename__ = "incidents"
-    __table_args__ = (UniqueConstraint("message_key", "rule", "person_id"),)
+    # person_key is person_id or 0: NULLs never collide in a unique constraint, and an
+    # incident whose employee is unknown must still be stored once.
+    __table_args__ = (UniqueConstraint("message_key", "rule", "person_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     rule: Mapped[str] = mapped_column(String(64), index=True)
     message_key: Mapped[str] = mapped_column(String(255))
     person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"), index=True)
+    person_key: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"), index=True)
     segment: Mapped[str | None] = mapped_column(String(16))
     evidence: Mapped[str] = mapped_column(Text, default="")

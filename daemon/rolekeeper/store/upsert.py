@@ -9,8 +9,6 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from rolekeeper.store.db import rowcount
-
 
 def insert_ignore(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> int:
     """Insert the rows that do not break a unique constraint; returns how many were new."""
@@ -18,8 +16,8 @@ def insert_ignore(session: Session, table: Table, rows: Sequence[Mapping[str, An
         return 0
     dialect = session.get_bind().dialect.name
     module: Any = postgresql if dialect == "postgresql" else sqlite
-    statement = module.insert(table).on_conflict_do_nothing()
-    new = 0
-    for row in rows:  # per row: executemany hides which rows conflicted
-        new += rowcount(session.execute(statement, dict(row)))
-    return new
+    key = next(iter(table.primary_key.columns))
+    statement = module.insert(table).on_conflict_do_nothing().returning(key)
+    # Batched by SQLAlchemy ("insertmanyvalues"); RETURNING names exactly the new rows,
+    # where executemany's rowcount is -1 on psycopg.
+    return len(session.execute(statement, [dict(row) for row in rows]).all())

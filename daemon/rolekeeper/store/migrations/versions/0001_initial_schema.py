@@ -251,6 +251,7 @@ def upgrade() -> None:
         sa.Column("rule", sa.String(length=64), nullable=False),
         sa.Column("message_key", sa.String(length=255), nullable=False),
         sa.Column("person_id", sa.Integer(), nullable=True),
+        sa.Column("person_key", sa.Integer(), server_default="0", nullable=False),
         sa.Column("client_id", sa.Integer(), nullable=True),
         sa.Column("segment", sa.String(length=16), nullable=True),
         sa.Column("evidence", sa.Text(), nullable=False),
@@ -264,7 +265,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_incidents")),
         sa.UniqueConstraint(
-            "message_key", "rule", "person_id", name=op.f("uq_incidents_message_key")
+            "message_key", "rule", "person_key", name=op.f("uq_incidents_message_key")
         ),
     )
     with op.batch_alter_table("incidents", schema=None) as batch_op:
