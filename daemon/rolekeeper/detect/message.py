@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import email
 import hashlib
 import re
@@ -160,6 +161,14 @@ def _decoded(value: str) -> str:
 
 def _read_body(raw: bytes) -> tuple[str, tuple[str, ...], bool]:
     """(author's text, senders of carried messages, whether a message is attached)."""
+    text = fast_body_text(raw)
+    if text is not None:
+        own, rest = split_author_text(text[:MAX_TEXT])
+        return own, carried_senders(rest), False
+    return _read_body_slowly(raw)
+
+
+def _read_body_slowly(raw: bytes) -> tuple[str, tuple[str, ...], bool]:
     message = email.message_from_bytes(raw)
     carried: dict[str, None] = {}
     attached = False
@@ -215,3 +224,142 @@ def _part_text(part: Message) -> str:
         return payload[: MAX_TEXT * 4].decode(charset, errors="replace")
     except LookupError:
         return payload[: MAX_TEXT * 4].decode("utf-8", errors="replace")
+
+
+# --- the fast path for the usual shapes: one text part, or text/plain + text/html -------
+
+_PARAM = re.compile(r';\s*([a-z-]+)\s*=\s*(?:"([^"]*)"|([^\s;]+))', re.I)
+_SIMPLE_CTE = frozenset({"", "7bit", "8bit", "binary", "quoted-printable", "base64"})
+
+
+def _split_head(raw: bytes) -> tuple[bytes, bytes] | None:
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        at = raw.find(separator)
+        if at >= 0:
+            return raw[:at], raw[at + len(separator) :]
+    return None
+
+
+def _head_fields(head: bytes) -> dict[str, str] | None:
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    fields: dict[str, str] = {}
+    name: str | None = None
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if line[:1] in (" ", "\t") and name is not None:
+            fields[name] += " " + line.strip()
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            return None  # not a plain header block: let the full parser decide
+        name = key.strip().lower()
+        if name in ("content-type", "content-transfer-encoding", "content-disposition"):
+            if name in fields:
+                return None
+            fields[name] = value.strip()
+        else:
+            name = None
+    return fields
+
+
+def _params(value: str) -> tuple[str, dict[str, str]]:
+    kind = value.split(";", 1)[0].strip().lower()
+    params = {m.group(1).lower(): m.group(2) or m.group(3) or "" for m in _PARAM.finditer(value)}
+    return kind, params
+
+
+def _decode(body: bytes, fields: dict[str, str]) -> str | None:
+    cte = fields.get("content-transfer-encoding", "").strip().lower()
+    if cte not in _SIMPLE_CTE:
+        return None
+    try:
+        if cte == "base64":
+            body = binascii.a2b_base64(body)
+        elif cte == "quoted-printable":
+            body = binascii.a2b_qp(body)
+    except (binascii.Error, ValueError):
+        return None
+    _, params = _params(fields.get("content-type", "text/plain"))
+    charset = params.get("charset", "")
+    if not charset:
+        if not body.isascii():
+            return None  # 8-bit text of no declared charset: the full parser's guess
+        charset = "us-ascii"
+    try:
+        return body.decode(charset, errors="replace")
+    except LookupError:
+        return None
+
+
+def fast_body_text(raw: bytes) -> str | None:
+    """The text a reader sees, for a single text part or a flat multipart of text parts;
+    None for anything else (attachments of messages, nesting, unusual encodings)."""
+    split = _split_head(raw)
+    if split is None:
+        return None
+    head, body = split
+    fields = _head_fields(head)
+    if fields is None:
+        return None
+    kind, params = _params(fields.get("content-type", "text/plain"))
+    if fields.get("content-disposition", "").lower().startswith("attachment"):
+        return None
+    if kind in ("text/plain", "text/html"):
+        text = _decode(body, fields)
+        if text is None:
+            return None
+        return html_to_text(text) if kind == "text/html" else text
+    if kind not in ("multipart/alternative", "multipart/mixed") or not params.get("boundary"):
+        return None
+    chunks = _parts(body, params["boundary"])
+    if chunks is None:
+        return None
+    plain: str | None = None
+    html: str | None = None
+    for chunk in chunks:
+        part = _split_head(chunk) if not chunk.startswith((b"\r\n", b"\n")) else (b"", chunk)
+        if part is None:
+            return None
+        part_fields = _head_fields(part[0]) if part[0] else {}
+        if part_fields is None:
+            return None
+        part_kind, _ = _params(part_fields.get("content-type", "text/plain"))
+        if part_kind.startswith(("multipart/", "message/")):
+            return None  # nested or attached messages: the full parser
+        disposition = part_fields.get("content-disposition", "").lower()
+        if disposition.startswith("attachment") or part_kind not in ("text/plain", "text/html"):
+            continue
+        decoded = _decode(part[1], part_fields)
+        if decoded is None:
+            return None
+        if part_kind == "text/plain" and plain is None:
+            plain = decoded
+        elif part_kind == "text/html" and html is None:
+            html = decoded
+    if plain is not None:
+        return plain
+    return html_to_text(html) if html is not None else ""
+
+
+def _parts(body: bytes, boundary: str) -> list[bytes] | None:
+    """The parts between delimiter lines (RFC 2046 §5.1.1); None without a close delimiter.
+
+    A delimiter is a whole line `--boundary` (`--boundary--` closes); the line break before it
+    belongs to the delimiter, not to the part."""
+    try:
+        mark = boundary.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    pattern = re.compile(rb"(?:\A|\r?\n)--" + re.escape(mark) + rb"(--)?[ \t]*(?=\r?\n|\Z)")
+    parts: list[bytes] = []
+    start: int | None = None
+    for match in pattern.finditer(body):
+        if start is not None:
+            parts.append(body[start : match.start()])
+        if match.group(1):
+            return parts
+        newline = body.find(b"\n", match.end())
+        start = len(body) if newline < 0 else newline + 1
+    return None
