@@ -191,10 +191,10 @@ def test_fast_body_path_agrees_with_the_full_parser_on_the_corpora() -> None:
         slow_own, slow_carried, _ = message._read_body_slowly(raw)
         if (own, message.carried_senders(rest)) != (slow_own, slow_carried):
             differ += 1
-    assert taken > 7000
+    assert taken > 10_000
     # The few that differ are MIME torture tests (a line that looks like a boundary but is
     # not; parts the stdlib reads as empty), where the fast path follows RFC 2046.
-    assert differ <= 6
+    assert differ <= 7
 
 
 @pytest.mark.parametrize(

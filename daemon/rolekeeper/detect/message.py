@@ -10,6 +10,7 @@ from datetime import datetime
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 
 from rolekeeper.detect.addresses import addresses, first_address
 from rolekeeper.detect.authortext import carried_senders, html_to_text, split_author_text
@@ -248,8 +249,9 @@ def _head_fields(head: bytes) -> dict[str, str] | None:
     fields: dict[str, str] = {}
     name: str | None = None
     for line in text.replace("\r\n", "\n").split("\n"):
-        if line[:1] in (" ", "\t") and name is not None:
-            fields[name] += " " + line.strip()
+        if line[:1] in (" ", "\t"):
+            if name is not None:
+                fields[name] += " " + line.strip()
             continue
         key, sep, value = line.partition(":")
         if not sep:
@@ -348,11 +350,9 @@ def _parts(body: bytes, boundary: str) -> list[bytes] | None:
 
     A delimiter is a whole line `--boundary` (`--boundary--` closes); the line break before it
     belongs to the delimiter, not to the part."""
-    try:
-        mark = boundary.encode("ascii")
-    except UnicodeEncodeError:
+    pattern = _delimiter(boundary)
+    if pattern is None:
         return None
-    pattern = re.compile(rb"(?:\A|\r?\n)--" + re.escape(mark) + rb"(--)?[ \t]*(?=\r?\n|\Z)")
     parts: list[bytes] = []
     start: int | None = None
     for match in pattern.finditer(body):
@@ -363,3 +363,12 @@ def _parts(body: bytes, boundary: str) -> list[bytes] | None:
         newline = body.find(b"\n", match.end())
         start = len(body) if newline < 0 else newline + 1
     return None
+
+
+@lru_cache(maxsize=1024)
+def _delimiter(boundary: str) -> re.Pattern[bytes] | None:
+    try:
+        mark = boundary.encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    return re.compile(rb"(?:\A|\r?\n)--" + re.escape(mark) + rb"(--)?[ \t]*(?=\r?\n|\Z)")
