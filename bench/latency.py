@@ -27,7 +27,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
 from sqlalchemy import select
@@ -35,10 +34,9 @@ from sqlalchemy import select
 from rolekeeper.backends.imap import ImapSource
 from rolekeeper.commands.demo import DEMO_CONFIG
 from rolekeeper.config import load_settings
-from rolekeeper.directory.importer import import_clients, import_people, import_roles
 from rolekeeper.idle import IdleWatcher
 from rolekeeper.lab.dovecot import MASTER_USER, running_dovecot
-from rolekeeper.store.db import transaction
+from rolekeeper.sample import import_sample
 from rolekeeper.store.models import Incident
 from rolekeeper.store.open import open_store
 from rolekeeper.watch import Scanner
@@ -79,17 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         settings = load_settings(config)
         store = open_store(settings)
-        sample = resources.files("rolekeeper.sample")
-        for name, importer in (
-            ("people", import_people),
-            ("roles", import_roles),
-            ("clients", import_clients),
-        ):
-            with (
-                resources.as_file(sample / f"{name}.csv") as path,
-                transaction(store.sessions) as session,
-            ):
-                importer(session, path, settings, "bench")
+        import_sample(store, settings, "bench")
         assert settings.imap is not None
         source = ImapSource(settings.imap)
         scanner = Scanner(store.sessions, settings, source)

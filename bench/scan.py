@@ -73,10 +73,9 @@ from rolekeeper.backends.imap import FETCH_BATCH, ImapSource
 from rolekeeper.commands.demo import DEMO_CONFIG
 from rolekeeper.config import Settings, load_settings
 from rolekeeper.detect.message import HEADER_FIELDS
-from rolekeeper.directory.importer import import_clients, import_people, import_roles
 from rolekeeper.directory.snapshot import load_directory
 from rolekeeper.lab.dovecot import MASTER_USER, DovecotServer, dovecot_binary, running_dovecot
-from rolekeeper.store.db import transaction
+from rolekeeper.sample import import_sample
 from rolekeeper.store.models import (
     Candidate,
     ClientArrival,
@@ -188,17 +187,7 @@ def load_org() -> Org:
 
 def import_sample_org(settings: Settings, store: Store) -> None:
     """The sample organisation of `rolekeeper demo` (people, roles, clients)."""
-    sample = resources.files("rolekeeper.sample")
-    for name, importer in (
-        ("people", import_people),
-        ("roles", import_roles),
-        ("clients", import_clients),
-    ):
-        with (
-            resources.as_file(sample / f"{name}.csv") as path,
-            transaction(store.sessions) as session,
-        ):
-            importer(session, path, settings, "bench")
+    import_sample(store, settings, "bench")
 
 
 # --- message text -----------------------------------------------------------------------

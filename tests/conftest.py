@@ -91,19 +91,6 @@ def any_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
 
 def import_sample_org(settings: Settings, store: Store) -> None:
     """The sample organisation of `rolekeeper demo` (people, roles, clients)."""
-    from importlib import resources
+    from rolekeeper.sample import import_sample
 
-    from rolekeeper.directory.importer import import_clients, import_people, import_roles
-    from rolekeeper.store.db import transaction
-
-    sample = resources.files("rolekeeper.sample")
-    for name, importer in (
-        ("people", import_people),
-        ("roles", import_roles),
-        ("clients", import_clients),
-    ):
-        with (
-            resources.as_file(sample / f"{name}.csv") as path,
-            transaction(store.sessions) as session,
-        ):
-            importer(session, path, settings, "test")
+    import_sample(store, settings, "test")

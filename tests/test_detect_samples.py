@@ -7,7 +7,6 @@ A sample's `X-Rolekeeper-Expect:` headers list `RULE EMPLOYEE CLIENT` per incide
 from __future__ import annotations
 
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,8 @@ from rolekeeper.config import load_settings
 from rolekeeper.detect.directory import Directory
 from rolekeeper.detect.message import facts_from_bytes
 from rolekeeper.detect.rules import evaluate
-from rolekeeper.directory.importer import import_clients, import_people, import_roles
 from rolekeeper.directory.snapshot import load_directory
-from rolekeeper.store.db import transaction
+from rolekeeper.sample import import_sample
 from rolekeeper.store.open import open_store
 
 SAMPLES = sorted((Path(__file__).parent / "samples").glob("*.eml"))
@@ -32,17 +30,7 @@ def directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Directory]:
     config.write_text(DEMO_CONFIG.format(db=state / "rk.db"), encoding="utf-8")
     settings = load_settings(config)
     store = open_store(settings)
-    sample = resources.files("rolekeeper.sample")
-    for name, importer in (
-        ("people", import_people),
-        ("roles", import_roles),
-        ("clients", import_clients),
-    ):
-        with (
-            resources.as_file(sample / f"{name}.csv") as path,
-            transaction(store.sessions) as session,
-        ):
-            importer(session, path, settings, "test")
+    import_sample(store, settings, "test")
     with store.sessions() as session:
         yield load_directory(session, settings)
     store.close()

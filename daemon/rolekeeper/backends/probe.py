@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import smtplib
 import socket
 import ssl
 from collections.abc import Callable
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import text
 
+from rolekeeper.backends.smtp import SmtpSender
 from rolekeeper.backends.tls import client_context
 from rolekeeper.config import ExchangeSettings, ImapSettings, Settings, SmtpSettings, TwilioSettings
 from rolekeeper.store import migrate
@@ -122,21 +122,7 @@ def probe_sieve(cfg: ImapSettings) -> ProbeResult:
 def probe_smtp(cfg: SmtpSettings) -> ProbeResult:
     target = f"{cfg.host}:{cfg.port} ({cfg.security})"
     try:
-        context = client_context(cfg.verify_tls, cfg.ca_file)
-        smtp: smtplib.SMTP
-        if cfg.security == "tls":
-            smtp = smtplib.SMTP_SSL(
-                cfg.host, cfg.port, timeout=cfg.timeout_seconds, context=context
-            )
-        else:
-            smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_seconds)
-        with smtp:
-            smtp.ehlo()
-            if cfg.security == "starttls":
-                smtp.starttls(context=context)
-                smtp.ehlo()
-            if cfg.username:
-                smtp.login(cfg.username, _secret(cfg.password))
+        with SmtpSender(cfg).session() as smtp:
             smtp.noop()
     except Exception as exc:  # noqa: BLE001
         return ProbeResult("smtp", target, False, _explain(exc))

@@ -13,7 +13,6 @@ import email
 import email.policy
 import secrets
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,12 @@ from rolekeeper.commands.scan import render_incidents
 from rolekeeper.commands.status import render_status
 from rolekeeper.config import Settings, load_settings
 from rolekeeper.directory import queries
-from rolekeeper.directory.importer import import_clients, import_people, import_roles
 from rolekeeper.duework import DueWorkRunner
 from rolekeeper.jobkinds import job_kinds
 from rolekeeper.lab import correspondence
 from rolekeeper.lab.dovecot import MASTER_USER
 from rolekeeper.log import configure_logging
+from rolekeeper.sample import import_sample
 from rolekeeper.store.db import transaction
 from rolekeeper.store.models import AuditEntry, ScanCursor
 from rolekeeper.store.open import Store, open_store
@@ -98,19 +97,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _import_sample(store: Store, settings: Settings) -> None:
-    sample = resources.files("rolekeeper.sample")
-    for kind, importer in (
-        ("people", import_people),
-        ("roles", import_roles),
-        ("clients", import_clients),
-    ):
-        with (
-            resources.as_file(sample / f"{kind}.csv") as path,
-            transaction(store.sessions) as session,
-        ):
-            report = importer(session, path, settings, actor())
+    for report in import_sample(store, settings, actor()):
         print(
-            f"import {kind:<8} {report.rows:>4} rows, {report.records:>3} {kind}: "
+            f"import {report.kind:<8} {report.rows:>4} rows, {report.records:>3} {report.kind}: "
             f"{report.created} new, {report.updated} changed, {report.unchanged} unchanged"
         )
 
