@@ -37,6 +37,13 @@ CONFIG_ENV = "ROLEKEEPER_CONFIG"
 _SECRET_KEYS = frozenset({"password", "auth_token", "token", "secret", "api_key", "client_secret"})
 
 
+def _domain_list(value: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return tuple(normalise_domain(d) for d in value)
+    except InvalidValue as exc:
+        raise ValueError(str(exc)) from None
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -94,13 +101,7 @@ class OrganisationSettings(_Section):
     main_lines: tuple[str, ...] = ()
     corporate_numbers: tuple[str, ...] = ()
 
-    @field_validator("domains")
-    @classmethod
-    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        try:
-            return tuple(normalise_domain(d) for d in value)
-        except InvalidValue as exc:
-            raise ValueError(str(exc)) from None
+    _domains = field_validator("domains")(lambda value: _domain_list(value))
 
     @field_validator("default_region")
     @classmethod
@@ -329,13 +330,9 @@ class DetectSettings(_Section):
     # Correspondents never learned as client candidates (vendors, newsletters).
     ignore_domains: tuple[str, ...] = ()
 
-    @field_validator("freemail_domains", "ignore_domains")
-    @classmethod
-    def _domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        try:
-            return tuple(normalise_domain(d) for d in value)
-        except InvalidValue as exc:
-            raise ValueError(str(exc)) from None
+    _domains = field_validator("freemail_domains", "ignore_domains")(
+        lambda value: _domain_list(value)
+    )
 
     @field_validator("exempt_people")
     @classmethod

@@ -1,4 +1,5 @@
-"""apscheduler wiring. Jobs here only wake the due-work runner; the store holds what is due."""
+"""apscheduler wiring. Jobs here only wake the due-work runner and the mail scanner; the
+store holds what is due, and the scan cursors what was read."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.background import BackgroundScheduler
 
 DUE_WORK_JOB = "due-work"
+# Scans are cursor-driven: a skipped tick loses nothing, the next pass reads on.
+MAIL_SCAN_JOB = "mail-scan"
 
 
 def build_scheduler() -> BackgroundScheduler:
@@ -19,42 +22,26 @@ def build_scheduler() -> BackgroundScheduler:
     )
 
 
-def add_due_work(scheduler: BackgroundScheduler, run: Callable[[], object], every: float) -> None:
+def add_every(
+    scheduler: BackgroundScheduler, job_id: str, run: Callable[[], object], every: float
+) -> None:
     """Run at once (the pass at start), then every `every` seconds."""
     scheduler.add_job(
         run,
         "interval",
         seconds=every,
-        id=DUE_WORK_JOB,
+        id=job_id,
         next_run_time=datetime.now(UTC),
         replace_existing=True,
     )
 
 
-def set_due_work_interval(scheduler: BackgroundScheduler, every: float) -> None:
-    scheduler.reschedule_job(DUE_WORK_JOB, trigger="interval", seconds=every)
+def set_every(scheduler: BackgroundScheduler, job_id: str, every: float) -> None:
+    scheduler.reschedule_job(job_id, trigger="interval", seconds=every)
 
 
-MAIL_SCAN_JOB = "mail-scan"
-
-
-def add_mail_scan(scheduler: BackgroundScheduler, run: Callable[[], object], every: float) -> None:
-    """Scans are cursor-driven: a skipped tick loses nothing, the next pass reads on."""
-    scheduler.add_job(
-        run,
-        "interval",
-        seconds=every,
-        id=MAIL_SCAN_JOB,
-        next_run_time=datetime.now(UTC),
-        replace_existing=True,
-    )
-
-
-def reschedule_mail_scan(scheduler: BackgroundScheduler, every: float) -> None:
-    scheduler.reschedule_job(MAIL_SCAN_JOB, trigger="interval", seconds=every)
-
-
-def wake_due_work(scheduler: BackgroundScheduler) -> None:
-    job = scheduler.get_job(DUE_WORK_JOB)
+def wake(scheduler: BackgroundScheduler, job_id: str) -> None:
+    """Run a job now instead of at its next tick."""
+    job = scheduler.get_job(job_id)
     if job is not None:
         job.modify(next_run_time=datetime.now(UTC))

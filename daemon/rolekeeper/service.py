@@ -22,12 +22,12 @@ from rolekeeper.idle import IdleWatcher
 from rolekeeper.jobkinds import job_kinds
 from rolekeeper.log import configure_logging, get_logger
 from rolekeeper.scheduler import (
-    add_due_work,
-    add_mail_scan,
+    DUE_WORK_JOB,
+    MAIL_SCAN_JOB,
+    add_every,
     build_scheduler,
-    reschedule_mail_scan,
-    set_due_work_interval,
-    wake_due_work,
+    set_every,
+    wake,
 )
 from rolekeeper.sdnotify import Notifier
 from rolekeeper.store.db import safe_url
@@ -75,11 +75,11 @@ class Service:
         runner.recover()
         runner.seed_recurring()
         scheduler = self.scheduler = build_scheduler()
-        add_due_work(scheduler, runner.run_due, self.settings.scheduler.poll_seconds)
+        add_every(scheduler, DUE_WORK_JOB, runner.run_due, self.settings.scheduler.poll_seconds)
         self.scanner = self._scanner(store)
         idle: IdleWatcher | None = None
         if self.scanner is not None:
-            add_mail_scan(scheduler, self._scan, self.settings.watch.poll_seconds)
+            add_every(scheduler, MAIL_SCAN_JOB, self._scan, self.settings.watch.poll_seconds)
             assert isinstance(self.scanner.source, ImapSource)
             idle = IdleWatcher(self.scanner.source, self.scanner.idle_targets(), self._scan_folder)
         scheduler.start()
@@ -120,7 +120,7 @@ class Service:
         found = sum(r.incidents for r in reports)
         read = sum(r.messages for r in reports)
         if found and self.scheduler is not None:
-            wake_due_work(self.scheduler)  # alerts go out now, not at the next poll
+            wake(self.scheduler, DUE_WORK_JOB)  # alerts go out now, not at the next poll
         if read:
             log.info("mail scanned", messages=read, incidents=found, folders=len(reports))
 
@@ -132,7 +132,7 @@ class Service:
             log.error("scan failed", mailbox=mailbox, folder=folder, error=str(exc))
             return
         if report.incidents and self.scheduler is not None:
-            wake_due_work(self.scheduler)
+            wake(self.scheduler, DUE_WORK_JOB)
 
     def _loop(self, scheduler: BackgroundScheduler, runner: DueWorkRunner, store: Store) -> None:
         interval = self.notifier.watchdog_interval
@@ -166,9 +166,9 @@ class Service:
         runner.settings = new
         if self.scanner is not None:
             self.scanner.settings = new
-            reschedule_mail_scan(scheduler, new.watch.poll_seconds)
+            set_every(scheduler, MAIL_SCAN_JOB, new.watch.poll_seconds)
         sync_main_lines(store, new)
-        set_due_work_interval(scheduler, new.scheduler.poll_seconds)
+        set_every(scheduler, DUE_WORK_JOB, new.scheduler.poll_seconds)
         log.info(
             "config reloaded",
             poll_seconds=new.scheduler.poll_seconds,
