@@ -306,6 +306,12 @@ def test_scan_and_incidents_commands(
     assert [(i["rule"], i["client"], i["live"], i["message"]) for i in listed] == [
         ("client-to-named", "CRM-1001", False, "<cli-1@x>")
     ]
+    from rolekeeper.store.models import AuditEntry
+
+    with org[1].sessions() as session:
+        [read] = session.scalars(select(AuditEntry).where(AuditEntry.action == "evidence.read"))
+    assert read.detail == {"person": IVAN, "incidents": [listed[0]["id"]]}
+    assert read.actor.startswith("cli:")
     replay = json.loads(
         subprocess.run(
             [*cmd, "scan", "--as-of", "2026-11-01", "--json"],

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, aliased
 from rolekeeper.backends.imap import ImapSource
 from rolekeeper.clock import as_utc
 from rolekeeper.commands.common import (
+    actor,
     add_json_flag,
     emit_rows,
     parse_when,
@@ -19,6 +20,8 @@ from rolekeeper.commands.common import (
     table,
 )
 from rolekeeper.errors import RolekeeperError
+from rolekeeper.store.audit import record_audit
+from rolekeeper.store.db import transaction
 from rolekeeper.store.models import Client, Incident, Person
 from rolekeeper.watch import Scanner
 
@@ -124,6 +127,18 @@ def _incidents(args: argparse.Namespace) -> int:
     if args.person:
         person_id = select(Person.id).where(Person.named_address == args.person.strip().lower())
         query = query.where(Incident.person_id.in_(person_id.scalar_subquery()))
-    with store_of(args) as store, store.sessions() as session:
-        rows = incident_rows(session, query)
+    with store_of(args) as store:
+        with store.sessions() as session:
+            rows = incident_rows(session, query)
+        # Evidence is a line of an employee's mail: every admin read of it is on record.
+        with transaction(store.sessions) as session:
+            filters = {"since": args.since, "rule": args.rule, "person": args.person}
+            record_audit(
+                session,
+                actor(),
+                "evidence.read",
+                "incidents",
+                {k: str(v) for k, v in filters.items() if v}
+                | {"incidents": [r["id"] for r in rows]},
+            )
     return emit_rows(args, rows, INCIDENT_COLUMNS)
