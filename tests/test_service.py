@@ -22,7 +22,7 @@ from rolekeeper.clock import utcnow
 from rolekeeper.config import load_settings
 from rolekeeper.duework import schedule
 from rolekeeper.store.db import transaction
-from rolekeeper.store.models import AuditEntry, DueJob, Incident
+from rolekeeper.store.models import AuditEntry, DueJob, Incident, UnreadableMessage
 from rolekeeper.store.open import open_store
 
 SECRET = "pa55-w0rd-that-must-not-leak"
@@ -150,6 +150,16 @@ def test_job_due_during_downtime_runs_at_start(start: Any, state: Path) -> None:
     with transaction(store.sessions) as session:
         session.add(Incident(rule="r1", message_key="<old@x>", detected_at=long_ago))
         session.add(Incident(rule="r1", message_key="<new@x>"))
+        session.add(
+            UnreadableMessage(
+                source="imap:x",
+                folder="INBOX",
+                uidvalidity=1,
+                uid=1,
+                reason="r",
+                seen_at=long_ago,
+            )
+        )
         # The daily purge fell due three hours ago, while the daemon was down.
         schedule(session, "maintenance.purge", utcnow() - timedelta(hours=3))
     store.close()
@@ -162,7 +172,7 @@ def test_job_due_during_downtime_runs_at_start(start: Any, state: Path) -> None:
         statuses = [(j.kind, j.status) for j in session.scalars(purges)]
         assert statuses == [("maintenance.purge", "done"), ("maintenance.purge", "pending")]
         audit = session.scalars(select(AuditEntry).where(AuditEntry.action == "retention.purge"))
-        assert [a.detail["incidents"] for a in audit] == [1]
+        assert [(a.detail["incidents"], a.detail["events"]) for a in audit] == [(1, 1)]
     store.close()
 
 

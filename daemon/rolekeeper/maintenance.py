@@ -12,19 +12,28 @@ from rolekeeper.duework import JobContext, JobKind
 from rolekeeper.log import get_logger
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.db import rowcount, transaction
-from rolekeeper.store.models import DueJob, Incident
+from rolekeeper.store.models import ClientArrival, DueJob, Incident, UnreadableMessage
 
 log = get_logger(__name__)
 
 
 def purge(ctx: JobContext) -> None:
-    """Delete what is older than the retention periods. The audit log is never purged."""
+    """Delete what is older than the retention periods: incidents, events (client arrivals,
+    unreadable-message records) and finished jobs. The audit log is never purged."""
     retention = ctx.settings.retention
     incidents_before = ctx.now - timedelta(days=retention.incidents_days)
+    events_before = ctx.now - timedelta(days=retention.events_days)
     jobs_before = ctx.now - timedelta(days=retention.jobs_days)
     with transaction(ctx.sessions) as session:
         incidents = rowcount(
             session.execute(delete(Incident).where(Incident.detected_at < incidents_before))
+        )
+        events = rowcount(
+            session.execute(delete(ClientArrival).where(ClientArrival.arrived_at < events_before))
+        ) + rowcount(
+            session.execute(
+                delete(UnreadableMessage).where(UnreadableMessage.seen_at < events_before)
+            )
         )
         jobs = rowcount(
             session.execute(
@@ -38,9 +47,14 @@ def purge(ctx: JobContext) -> None:
             "rolekeeper",
             "retention.purge",
             "store",
-            {"incidents": incidents, "jobs": jobs, "before": incidents_before.isoformat()},
+            {
+                "incidents": incidents,
+                "events": events,
+                "jobs": jobs,
+                "before": incidents_before.isoformat(),
+            },
         )
-    log.info("retention purge", incidents=incidents, jobs=jobs)
+    log.info("retention purge", incidents=incidents, events=events, jobs=jobs)
 
 
 def _purge_every(settings: Settings) -> timedelta:
