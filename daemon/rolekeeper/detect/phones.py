@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 
 import phonenumbers
 
@@ -15,14 +16,32 @@ _NOT_A_PHONE = re.compile(
 )
 
 
+# Seven digits with anything short between them: a line without this holds no number.
+_SEVEN_DIGITS = re.compile(r"\d(?:\D{0,3}\d){6}")
+
+
 def phones_in(text: str, region: str) -> Iterator[tuple[str, int]]:
-    """(E.164 number, position) for each valid number in `text`."""
+    """(E.164 number, position) for each valid number in `text`.
+
+    phonenumbers' matcher is pure Python and slow, so it reads only the lines that could
+    hold a number, and a line it has read before (signatures repeat) comes from a cache.
+    """
+    start = 0
+    for line in text.splitlines(keepends=True):
+        if _SEVEN_DIGITS.search(line):
+            for number, offset in _numbers_in_line(line, region):
+                yield number, start + offset
+        start += len(line)
+
+
+@lru_cache(maxsize=8192)
+def _numbers_in_line(line: str, region: str) -> tuple[tuple[str, int], ...]:
+    found = []
     for match in phonenumbers.PhoneNumberMatcher(
-        text, region, leniency=phonenumbers.Leniency.VALID
+        line, region, leniency=phonenumbers.Leniency.VALID
     ):
-        if _NOT_A_PHONE.search(text[max(0, match.start - 12) : match.start]):
+        if _NOT_A_PHONE.search(line[max(0, match.start - 12) : match.start]):
             continue
-        yield (
-            phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164),
-            match.start,
-        )
+        number = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+        found.append((number, match.start))
+    return tuple(found)
