@@ -25,7 +25,12 @@ from rolekeeper.config import Settings
 from rolekeeper.detect.addresses import domain_of
 from rolekeeper.detect.directory import Directory
 from rolekeeper.detect.facts import MessageFacts
-from rolekeeper.detect.message import HEADER_FIELDS, UnreadableMessage, facts_from_bytes
+from rolekeeper.detect.message import (
+    HEADER_FIELDS,
+    UnreadableMessage,
+    facts_from_bytes,
+    with_body,
+)
 from rolekeeper.detect.phones import phones_in
 from rolekeeper.detect.rules import evaluate
 from rolekeeper.detect.rules.base import Finding
@@ -220,17 +225,19 @@ class Scanner:
         batch = _Batch()
         facts_by_uid: dict[int, MessageFacts] = {}
         for fetched in self.source.fetch_headers(mailbox, folder, uids, HEADER_FIELDS):
-            parsed = self._parse(fetched, False, mailbox, folder, uidvalidity, batch)
+            parsed = self._parse(fetched, None, mailbox, folder, uidvalidity, batch)
             if parsed is not None:
                 facts_by_uid[fetched.uid] = parsed
         wanted = [uid for uid, facts in facts_by_uid.items() if _needs_body(facts, directory)]
         for fetched in self.source.fetch_bodies(
             mailbox, folder, wanted, self.settings.watch.body_limit_bytes
         ):
-            parsed = self._parse(fetched, True, mailbox, folder, uidvalidity, batch)
+            header_facts = facts_by_uid[fetched.uid]
+            parsed = self._parse(fetched, header_facts, mailbox, folder, uidvalidity, batch)
             if parsed is not None:
                 facts_by_uid[fetched.uid] = parsed
                 report.bodies += 1
+            # A body that cannot be read is recorded; the header-only rules still judge it.
         now = self.clock.now()
         source = f"{self.source.name}:{mailbox}/{folder}"
         for facts in facts_by_uid.values():
@@ -243,14 +250,16 @@ class Scanner:
     def _parse(
         self,
         fetched: Fetched,
-        with_body: bool,
+        headers: MessageFacts | None,
         mailbox: str,
         folder: str,
         uidvalidity: int,
         batch: _Batch,
     ) -> MessageFacts | None:
         try:
-            return facts_from_bytes(fetched.data, with_body=with_body)
+            if headers is None:
+                return facts_from_bytes(fetched.data)
+            return with_body(headers, fetched.data)  # the header fields are read already
         except UnreadableMessage as exc:
             batch.unreadable.append(
                 {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import email
 import hashlib
 import re
@@ -93,6 +94,20 @@ def facts_from_bytes(raw: bytes, *, with_body: bool = False) -> MessageFacts:
         raise
     except Exception as exc:  # any parser failure makes the message unreadable
         raise UnreadableMessage(f"{type(exc).__name__}: {exc}") from exc
+
+
+def with_body(facts: MessageFacts, raw: bytes) -> MessageFacts:
+    """Add what the body says to facts already read from the header fields."""
+    try:
+        own_text, carried, attached = _read_body(raw)
+    except Exception as exc:  # any parser failure makes the message unreadable
+        raise UnreadableMessage(f"{type(exc).__name__}: {exc}") from exc
+    return dataclasses.replace(
+        facts,
+        author_text=own_text,
+        carried_senders=carried,
+        forward=facts.forward or attached,
+    )
 
 
 def _facts(
