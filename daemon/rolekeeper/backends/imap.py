@@ -23,6 +23,27 @@ from rolekeeper.config import ImapSettings
 FETCH_BATCH = 2000  # Dovecot refuses command lines over 64 KiB
 
 
+def open_imap(cfg: ImapSettings, login: str, password: str) -> IMAPClient:
+    """Connect (TLS, STARTTLS or plain, as configured; certificates verified) and log in."""
+    context = client_context(cfg.verify_tls, cfg.ca_file)
+    client = IMAPClient(
+        cfg.host,
+        port=cfg.port,
+        ssl=cfg.security == "tls",
+        ssl_context=context,
+        timeout=cfg.timeout_seconds,
+    )
+    try:
+        if cfg.security == "starttls":
+            client.starttls(context)
+        client.login(login, password)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            client.shutdown()
+        raise
+    return client
+
+
 class ImapSource:
     name = "imap"
 
@@ -47,34 +68,14 @@ class ImapSource:
                     _, oldest = self._connections.popitem(last=False)
                     with contextlib.suppress(Exception):
                         oldest.logout()
-                client = self._connect(mailbox)
+                client = self.connect(mailbox)
                 self._selected.pop(mailbox, None)
             self._connections[mailbox] = client
             return client
 
     def connect(self, mailbox: str) -> IMAPClient:
         """A connection of its own, outside the pool (IDLE holds one per watched folder)."""
-        return self._connect(mailbox)
-
-    def _connect(self, mailbox: str) -> IMAPClient:
-        cfg = self.settings
-        context = client_context(cfg.verify_tls, cfg.ca_file)
-        client = IMAPClient(
-            cfg.host,
-            port=cfg.port,
-            ssl=cfg.security == "tls",
-            ssl_context=context,
-            timeout=cfg.timeout_seconds,
-        )
-        try:
-            if cfg.security == "starttls":
-                client.starttls(context)
-            client.login(*self._login_for(mailbox))
-        except BaseException:
-            with contextlib.suppress(Exception):
-                client.shutdown()
-            raise
-        return client
+        return open_imap(self.settings, *self._login_for(mailbox))
 
     def drop(self, mailbox: str) -> None:
         """Forget a connection after an error; the next call reconnects."""

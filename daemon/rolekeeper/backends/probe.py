@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from sqlalchemy import text
 
 from rolekeeper.backends.smtp import SmtpSender
-from rolekeeper.backends.tls import client_context
 from rolekeeper.config import ExchangeSettings, ImapSettings, Settings, SmtpSettings, TwilioSettings
 from rolekeeper.store import migrate
 from rolekeeper.store.db import create_store_engine, safe_url
@@ -72,22 +71,12 @@ def probe_database(settings: Settings) -> ProbeResult:
 
 
 def probe_imap(cfg: ImapSettings) -> ProbeResult:
-    from imapclient import IMAPClient
+    from rolekeeper.backends.imap import open_imap
 
     target = f"{cfg.host}:{cfg.port} ({cfg.security})"
     try:
-        context = client_context(cfg.verify_tls, cfg.ca_file)
-        client = IMAPClient(
-            cfg.host,
-            port=cfg.port,
-            ssl=cfg.security == "tls",
-            ssl_context=context,
-            timeout=cfg.timeout_seconds,
-        )
+        client = open_imap(cfg, cfg.username, _secret(cfg.password))
         try:
-            if cfg.security == "starttls":
-                client.starttls(context)
-            client.login(cfg.username, _secret(cfg.password))
             caps = {c.decode() if isinstance(c, bytes) else str(c) for c in client.capabilities()}
         finally:
             with contextlib.suppress(Exception):  # the connection may already be gone
