@@ -302,14 +302,12 @@ class Scanner:
         domain = domain_of(sender)
         if domain in self.settings.detect.ignore_domains:
             return
-        role = directory.roles.get(mailbox)
         if mailbox not in directory.roles and directory.employee(mailbox) is None:
             return  # only correspondents of role and named mailboxes are candidates
         entry = batch.candidates.setdefault(
             sender, {"address": sender, "domain": domain, "mailbox": mailbox, "count": 0}
         )
         entry["count"] += 1
-        entry["role_mailbox"] = role is not None or mailbox in directory.roles
 
     def _commit(
         self,
