@@ -35,7 +35,7 @@ from rolekeeper.backends.imap import ImapSource
 from rolekeeper.commands.demo import DEMO_CONFIG
 from rolekeeper.config import load_settings
 from rolekeeper.idle import IdleWatcher
-from rolekeeper.lab.dovecot import MASTER_USER, running_dovecot
+from rolekeeper.lab.dovecot import running_dovecot
 from rolekeeper.sample import import_sample
 from rolekeeper.store.models import Incident
 from rolekeeper.store.open import open_store
@@ -66,13 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="rk-latency-"))
     with running_dovecot() as server:
-        (tmp / "pw").write_text(server.master_password)
         config = tmp / "rolekeeper.toml"
         config.write_text(
             DEMO_CONFIG.format(db=tmp / "rk.db")
-            + f'[imap]\nhost = "127.0.0.1"\nport = {server.imap_port}\nsecurity = "plain"\n'
-            f'username = "{MASTER_USER}"\npassword_file = "{tmp / "pw"}"\n'
-            '[watch]\nfolders = ["INBOX"]\n',
+            + server.config_sections(tmp / "pw")
+            + '[watch]\nfolders = ["INBOX"]\n',
             encoding="utf-8",
         )
         settings = load_settings(config)

@@ -74,7 +74,7 @@ from rolekeeper.commands.demo import DEMO_CONFIG
 from rolekeeper.config import Settings, load_settings
 from rolekeeper.detect.message import HEADER_FIELDS
 from rolekeeper.directory.snapshot import load_directory
-from rolekeeper.lab.dovecot import MASTER_USER, DovecotServer, dovecot_binary, running_dovecot
+from rolekeeper.lab.dovecot import DovecotServer, dovecot_binary, running_dovecot
 from rolekeeper.sample import import_sample
 from rolekeeper.store.models import (
     Candidate,
@@ -680,17 +680,14 @@ def append_all(server: DovecotServer, messages: Sequence[bytes]) -> float:
 
 
 def write_settings(tmp: Path, server: DovecotServer, name: str, batch_size: int | None) -> Settings:
-    password = tmp / "master.pw"
-    password.write_text(server.master_password, encoding="utf-8")
-    password.chmod(0o600)
     watch = f'[watch]\njournal_mailbox = "{JOURNAL}"\nfolders = ["{FOLDER}"]\n'
     if batch_size is not None:
         watch += f"batch_size = {batch_size}\n"
     config = tmp / f"{name}.toml"
     config.write_text(
         DEMO_CONFIG.format(db=tmp / f"{name}.db")
-        + f'[imap]\nhost = "127.0.0.1"\nport = {server.imap_port}\nsecurity = "plain"\n'
-        f'username = "{MASTER_USER}"\npassword_file = "{password}"\n' + watch,
+        + server.config_sections(tmp / "master.pw")
+        + watch,
         encoding="utf-8",
     )
     return load_settings(config)

@@ -17,7 +17,7 @@ from rolekeeper.commands.demo import DEMO_CONFIG
 from rolekeeper.config import Settings, load_settings
 from rolekeeper.duework import DueWorkRunner
 from rolekeeper.jobkinds import job_kinds
-from rolekeeper.lab.dovecot import MASTER_USER, DovecotServer
+from rolekeeper.lab.dovecot import DovecotServer
 from rolekeeper.store.models import AuditEntry, DueJob
 from rolekeeper.store.open import Store, open_store
 from rolekeeper.watch import Scanner
@@ -30,15 +30,11 @@ VIP_CLIENT = "s.egorov@nevsky-passage.example"  # CRM-1018, VIP, served by keyac
 
 @pytest.fixture
 def org(tmp_path: Path, dovecot_server: DovecotServer) -> Iterator[tuple[Settings, Store]]:
-    (tmp_path / "master.pw").write_text(dovecot_server.master_password)
     config = tmp_path / "rolekeeper.toml"
     config.write_text(
         DEMO_CONFIG.format(db=tmp_path / "rk.db")
-        + f'[imap]\nhost = "127.0.0.1"\nport = {dovecot_server.imap_port}\n'
-        f'sieve_port = {dovecot_server.sieve_port}\nsecurity = "plain"\n'
-        f'username = "{MASTER_USER}"\npassword_file = "{tmp_path}/master.pw"\n'
-        f'[smtp]\nhost = "127.0.0.1"\nport = {dovecot_server.smtp.port}\nsecurity = "plain"\n'
-        '[watch]\nfolders = ["INBOX"]\n',
+        + dovecot_server.config_sections(tmp_path / "master.pw", smtp=True)
+        + '[watch]\nfolders = ["INBOX"]\n',
         encoding="utf-8",
     )
     settings = load_settings(config)

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from rolekeeper.backends.imap import ImapSource
 from rolekeeper.commands.demo import DEMO_CONFIG
 from rolekeeper.config import Settings, load_settings
-from rolekeeper.lab.dovecot import MASTER_USER, DovecotServer
+from rolekeeper.lab.dovecot import DovecotServer
 from rolekeeper.store.models import (
     Candidate,
     ClientArrival,
@@ -49,13 +49,11 @@ def sample(name: str, message_id: str | None = None) -> bytes:
 
 @pytest.fixture
 def org(tmp_path: Path, dovecot_server: DovecotServer) -> Iterator[tuple[Settings, Store]]:
-    (tmp_path / "master.pw").write_text(dovecot_server.master_password)
     config = tmp_path / "rolekeeper.toml"
     config.write_text(
         DEMO_CONFIG.format(db=tmp_path / "rk.db")
-        + f'[imap]\nhost = "127.0.0.1"\nport = {dovecot_server.imap_port}\nsecurity = "plain"\n'
-        f'username = "{MASTER_USER}"\npassword_file = "{tmp_path}/master.pw"\n'
-        '[watch]\nfolders = ["INBOX", "Sent"]\n',
+        + dovecot_server.config_sections(tmp_path / "master.pw")
+        + '[watch]\nfolders = ["INBOX", "Sent"]\n',
         encoding="utf-8",
     )
     settings = load_settings(config)

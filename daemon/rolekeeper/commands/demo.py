@@ -27,7 +27,6 @@ from rolekeeper.directory import queries
 from rolekeeper.duework import DueWorkRunner
 from rolekeeper.jobkinds import job_kinds
 from rolekeeper.lab import correspondence
-from rolekeeper.lab.dovecot import MASTER_USER
 from rolekeeper.log import configure_logging
 from rolekeeper.sample import import_sample
 from rolekeeper.store.db import transaction
@@ -112,15 +111,10 @@ def _watch_mail(state: Path, config: Path) -> None:
         print("\nDovecot is not installed: `scripts/demo` installs it and shows detection too.")
         return
     with running_dovecot() as server:
-        (state / "imap-master.pw").write_text(server.master_password, encoding="utf-8")
-        (state / "imap-master.pw").chmod(0o600)
         config.write_text(
             config.read_text(encoding="utf-8")
-            + f"\n# The demo's private Dovecot (new on every run).\n[imap]\n"
-            f'host = "127.0.0.1"\nport = {server.imap_port}\nsecurity = "plain"\n'
-            f'username = "{MASTER_USER}"\npassword_file = "{state / "imap-master.pw"}"\n'
-            f"sieve_port = {server.sieve_port}\n"
-            f'[smtp]\nhost = "127.0.0.1"\nport = {server.smtp.port}\nsecurity = "plain"\n',
+            + "\n# The demo's private Dovecot and SMTP sink (new on every run).\n"
+            + server.config_sections(state / "imap-master.pw", smtp=True),
             encoding="utf-8",
         )
         settings = load_settings(config)

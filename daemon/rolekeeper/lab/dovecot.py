@@ -390,6 +390,19 @@ class DovecotServer:
         written = time.time()
         time.sleep(math.floor(written) + 1 + _SECOND_MARGIN - written)
 
+    def config_sections(self, password_file: Path, *, smtp: bool = False) -> str:
+        """rolekeeper's [imap] section (and [smtp], the sink) for this server; writes the
+        master password to `password_file`, which the section names."""
+        password_file.write_text(self.master_password, encoding="utf-8")
+        password_file.chmod(0o600)
+        text = (
+            f'[imap]\nhost = "{HOST}"\nport = {self.imap_port}\nsieve_port = {self.sieve_port}\n'
+            f'security = "plain"\nusername = "{MASTER_USER}"\npassword_file = "{password_file}"\n'
+        )
+        if smtp:
+            text += f'[smtp]\nhost = "{HOST}"\nport = {self.smtp.port}\nsecurity = "plain"\n'
+        return text
+
     def master_login(self, user: str) -> tuple[str, str]:
         """Login name and password that open `user`'s mailboxes as the master user."""
         return f"{user}{MASTER_SEPARATOR}{MASTER_USER}", self.master_password
