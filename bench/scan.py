@@ -679,8 +679,15 @@ def append_all(server: DovecotServer, messages: Sequence[bytes]) -> float:
     return time.perf_counter() - start
 
 
-def write_settings(tmp: Path, server: DovecotServer, name: str, batch_size: int | None) -> Settings:
+WORKERS: int | None = None
+
+
+def write_settings(
+    tmp: Path, server: DovecotServer, name: str, batch_size: int | None, workers: int | None = None
+) -> Settings:
     watch = f'[watch]\njournal_mailbox = "{JOURNAL}"\nfolders = ["{FOLDER}"]\n'
+    if workers is not None:
+        watch += f"parse_workers = {workers}\n"
     if batch_size is not None:
         watch += f"batch_size = {batch_size}\n"
     config = tmp / f"{name}.toml"
@@ -719,6 +726,8 @@ class ScanRound:
     commits: int
     cursor: str | None
     counts: dict[str, int]
+    workers_start_s: float
+    workers: int
 
 
 def count_rows(store: Store) -> dict[str, int]:
@@ -736,7 +745,7 @@ def scan_round(
     batch_size: int | None,
     profiler: cProfile.Profile | None = None,
 ) -> ScanRound:
-    settings = write_settings(tmp, server, name, batch_size)
+    settings = write_settings(tmp, server, name, batch_size, WORKERS)
     assert settings.imap is not None
     store = open_store(settings)
     try:
@@ -773,6 +782,10 @@ def scan_round(
 
         scanner._commit = counting_commit  # type: ignore[method-assign]
         try:
+            # Started once when the daemon starts: timed apart from the scan.
+            start = time.perf_counter()
+            scanner.start_workers()
+            workers_start_s = time.perf_counter() - start
             if profiler is not None:
                 profiler.enable()
             start = time.perf_counter()
@@ -781,6 +794,7 @@ def scan_round(
             if profiler is not None:
                 profiler.disable()
         finally:
+            scanner.close()
             source.close()
         with store.sessions() as session:
             cursor = session.scalar(
@@ -796,6 +810,8 @@ def scan_round(
             commits,
             cursor,
             count_rows(store),
+            workers_start_s,
+            settings.watch.parse_workers,
         )
     finally:
         store.close()
@@ -826,6 +842,9 @@ def raw_round(
     headers, bodies = header_item(), body_item(limit)
     batches = fetched = 0
     with server.imap(*server.master_login(JOURNAL)) as client:
+        # As the scanner's connections: no imaplib debug formatting of every line (imapclient
+        # turns it on), so the baseline is imapclient at its fastest.
+        client._imap.debug = 0
         client.select_folder(FOLDER, readonly=True)
         start = time.perf_counter()
         for call in header_calls:
@@ -896,7 +915,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=2, help="scanner/raw rounds, alternating")
     parser.add_argument("--profile", action="store_true", help="cProfile one more scanner run")
+    parser.add_argument(
+        "--parse-workers", type=int, default=None, help="watch.parse_workers (default: config's)"
+    )
     args = parser.parse_args(argv)
+    global WORKERS
+    WORKERS = args.parse_workers
     if args.messages < 1 or args.rounds < 1:
         parser.error("--messages and --rounds must be positive")
 
@@ -964,6 +988,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "commits": first.commits,
         "batches_expected": math.ceil(args.messages / batch_size),
         "batch_size": batch_size,
+        "parse_workers": first.workers,
+        "parse_workers_start_s": round(first.workers_start_s, 3),
     }
     output["raw_fetch"] = {
         "seconds": round(best_raw.seconds, 3),

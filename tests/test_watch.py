@@ -397,3 +397,44 @@ def test_the_same_folder_twice_sees_new_mail(
         report = scanner.scan(IVAN, "INBOX", directory)
         assert (report.mode, report.messages, report.incidents) == ("live", 1, 1)
     scanner.source.close()
+
+
+def test_a_long_read_parsed_by_workers_stores_what_an_inline_read_stores(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer, tmp_path: Path
+) -> None:
+    """The pipelined read (parse workers, several batches) against the plain one."""
+    settings, store = org
+    names = sorted(p.stem for p in SAMPLES.glob("*.eml"))
+    for n in range(3):
+        for name in names:
+            dovecot_server.append(IVAN, "INBOX", sample(name, f"{name}-{n}@x"))
+    dovecot_server.append(IVAN, "INBOX", b"\x00\xff not a message at all\r\n")
+
+    def scan_with(workers: int, target: Store, target_settings: Settings) -> list[Any]:
+        watch = target_settings.watch.model_copy(update={"batch_size": 4, "parse_workers": workers})
+        tuned = target_settings.model_copy(update={"watch": watch})
+        scanner = scanner_for(tuned, target)
+        try:
+            report = scanner.scan(IVAN, "INBOX", scanner._recent_directory())
+        finally:
+            scanner.close()
+            scanner.source.close()
+        with target.sessions() as session:
+            cursor = session.scalar(select(ScanCursor.cursor))
+        return [report.as_dict(), incidents(target), count(target, UnreadableMessage), cursor]
+
+    pooled = scan_with(2, store, settings)
+    plain_settings = settings.model_copy(
+        update={
+            "database": settings.database.model_copy(update={"url": f"sqlite:///{tmp_path}/b.db"})
+        }
+    )
+    plain_store = open_store(plain_settings)
+    try:
+        import_sample_org(plain_settings, plain_store)
+        plain = scan_with(0, plain_store, plain_settings)
+    finally:
+        plain_store.close()
+    assert pooled[0]["messages"] == 3 * len(names)
+    assert pooled[0]["bodies"] > 0 and pooled[1] and pooled[2] == 1
+    assert pooled == plain

@@ -362,6 +362,9 @@ class WatchSettings(_Section):
     # Header fetches per round trip, and how much of a body is read when a rule needs it.
     batch_size: int = Field(default=500, ge=1, le=2000)
     body_limit_bytes: int = Field(default=65536, ge=1024)
+    # Worker processes that parse fetched mail while the scanner fetches and stores (a long
+    # read: a backfill, a resync, the first pass after downtime). 0 parses in the scanner.
+    parse_workers: int = Field(default=2, ge=0, le=16)
 
 
 SEGMENTS = ("vip", "key", "regular", "minor")

@@ -77,6 +77,8 @@ class Service:
         scheduler = self.scheduler = build_scheduler()
         add_every(scheduler, DUE_WORK_JOB, runner.run_due, self.settings.scheduler.poll_seconds)
         self.scanner = self._scanner(store)
+        if self.scanner is not None:
+            self.scanner.start_workers()
         idle: IdleWatcher | None = None
         if self.scanner is not None:
             add_every(scheduler, MAIL_SCAN_JOB, self._scan, self.settings.watch.poll_seconds)
@@ -99,6 +101,7 @@ class Service:
                 idle.stop()
             scheduler.shutdown(wait=True)
             if self.scanner is not None:
+                self.scanner.close()
                 self.scanner.source.close()
             store.close()
             log.info("stopped")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,24 +20,20 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from rolekeeper.backends.base import Fetched, MailSource
+from rolekeeper.backends.base import MailSource
 from rolekeeper.clock import Clock, SystemClock
 from rolekeeper.config import Settings
 from rolekeeper.detect.addresses import domain_of
 from rolekeeper.detect.directory import Directory
 from rolekeeper.detect.facts import MessageFacts
-from rolekeeper.detect.message import (
-    HEADER_FIELDS,
-    UnreadableMessage,
-    facts_from_bytes,
-    with_body,
-)
+from rolekeeper.detect.message import HEADER_FIELDS
 from rolekeeper.detect.phones import phones_in
 from rolekeeper.detect.rules import evaluate
 from rolekeeper.detect.rules.base import Finding
 from rolekeeper.directory.snapshot import load_directory
 from rolekeeper.domain import JobStatus
 from rolekeeper.log import get_logger
+from rolekeeper.parsepool import INLINE, ParsePool, Parser, Pending
 from rolekeeper.store.db import table_of, transaction
 from rolekeeper.store.models import (
     Candidate,
@@ -81,6 +78,23 @@ class _Batch:
     candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Where:
+    mailbox: str
+    folder: str
+    uidvalidity: int
+
+
+@dataclass
+class _InFlight:
+    """One batch between its body fetch and its commit."""
+
+    uids: list[int]
+    facts: dict[int, MessageFacts] = field(default_factory=dict)
+    bodies: Pending | None = None
+    batch: _Batch = field(default_factory=_Batch)
+
+
 def parse_cursor(value: str | None) -> tuple[int, int] | None:
     if not value:
         return None
@@ -106,6 +120,7 @@ class Scanner:
         self._scan_lock = threading.Lock()
         self._locks_guard = threading.Lock()
         self._directory: tuple[float, Directory] | None = None
+        self._pool: ParsePool | None = None
 
     def idle_targets(self) -> list[tuple[str, str]]:
         """The folders worth IDLE: the journal, then role mailboxes' INBOX."""
@@ -155,6 +170,14 @@ class Scanner:
             for folder in self.settings.watch.folders:
                 try:
                     reports.append(self.scan(mailbox, folder, directory, replay=as_of is not None))
+                except BrokenProcessPool:
+                    # A parse worker died (killed, out of memory): start afresh next time.
+                    log.warning(
+                        "a parse worker died; the folder is read again next pass",
+                        mailbox=mailbox,
+                        folder=folder,
+                    )
+                    self._pool = None
                 except (OSError, ConnectionError) as exc:
                     # The next pass resumes from the stored cursor.
                     log.warning("scan failed", mailbox=mailbox, folder=folder, error=str(exc))
@@ -200,78 +223,117 @@ class Scanner:
         uids = self.source.uids_since(mailbox, folder, first, backfill)
         live = report.mode == "live"
         size = self.settings.watch.batch_size
-        for start in range(0, len(uids), size):
-            batch_uids = uids[start : start + size]
-            batch = self._read(
-                mailbox, folder, state.uidvalidity, batch_uids, directory, live, report
-            )
-            self._commit(key, folder, state.uidvalidity, batch_uids, batch, replay, report)
+        batches = [uids[start : start + size] for start in range(0, len(uids), size)]
+        parser = self._parser_for(len(uids))
+        where = _Where(mailbox, folder, state.uidvalidity)
+        # A pipeline over batches: the next batch's header fields are fetched while the
+        # parser reads this one's, and a batch is committed while the parser reads the next
+        # one's bodies. Commits keep the batches' order, so the cursor only moves forward.
+        headers = self._fetch_headers(where, batches[0], parser) if batches else None
+        previous: _InFlight | None = None
+        for index, batch_uids in enumerate(batches):
+            upcoming = None
+            if index + 1 < len(batches):
+                upcoming = self._fetch_headers(where, batches[index + 1], parser)
+            assert headers is not None
+            flight = self._fetch_bodies(where, batch_uids, headers, directory, parser)
+            if previous is not None:
+                self._finish(key, where, previous, directory, live, replay, report)
+            previous, headers = flight, upcoming
+        if previous is not None:
+            self._finish(key, where, previous, directory, live, replay, report)
         if not uids and not replay:
             self._commit(
                 key, folder, state.uidvalidity, [state.uidnext - 1], _Batch(), False, report
             )
         return report
 
-    def _read(
+    def _parser_for(self, messages: int) -> Parser:
+        """Worker processes for a long read; a few messages are parsed at once, here."""
+        if messages <= self.settings.watch.batch_size:
+            return INLINE
+        return self.start_workers() or INLINE
+
+    def start_workers(self) -> ParsePool | None:
+        """Start the parse workers (`watch.parse_workers`) now rather than at the first long
+        read; the daemon does this at start. None when configured off."""
+        workers = self.settings.watch.parse_workers
+        if workers == 0:
+            return None
+        if self._pool is None:
+            self._pool = ParsePool(workers)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the parse worker, if one was started."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def _fetch_headers(self, where: _Where, uids: Sequence[int], parser: Parser) -> Pending:
+        fetched = self.source.fetch_headers(where.mailbox, where.folder, uids, HEADER_FIELDS)
+        return parser.headers([(f.uid, f.data) for f in fetched])
+
+    def _fetch_bodies(
         self,
-        mailbox: str,
-        folder: str,
-        uidvalidity: int,
+        where: _Where,
         uids: Sequence[int],
+        headers: Pending,
+        directory: Directory,
+        parser: Parser,
+    ) -> _InFlight:
+        flight = _InFlight(list(uids))
+        for parsed in headers.result():
+            if parsed.facts is None:
+                self._unreadable(flight.batch, where, parsed.uid, parsed.error or "")
+            else:
+                flight.facts[parsed.uid] = parsed.facts
+        wanted = [uid for uid, facts in flight.facts.items() if _needs_body(facts, directory)]
+        fetched = self.source.fetch_bodies(
+            where.mailbox, where.folder, wanted, self.settings.watch.body_limit_bytes
+        )
+        flight.bodies = parser.bodies([(f.uid, flight.facts[f.uid], f.data) for f in fetched])
+        return flight
+
+    def _finish(
+        self,
+        key: str,
+        where: _Where,
+        flight: _InFlight,
         directory: Directory,
         live: bool,
+        replay: bool,
         report: ScanReport,
-    ) -> _Batch:
-        batch = _Batch()
-        facts_by_uid: dict[int, MessageFacts] = {}
-        for fetched in self.source.fetch_headers(mailbox, folder, uids, HEADER_FIELDS):
-            parsed = self._parse(fetched, None, mailbox, folder, uidvalidity, batch)
-            if parsed is not None:
-                facts_by_uid[fetched.uid] = parsed
-        wanted = [uid for uid, facts in facts_by_uid.items() if _needs_body(facts, directory)]
-        for fetched in self.source.fetch_bodies(
-            mailbox, folder, wanted, self.settings.watch.body_limit_bytes
-        ):
-            header_facts = facts_by_uid[fetched.uid]
-            parsed = self._parse(fetched, header_facts, mailbox, folder, uidvalidity, batch)
-            if parsed is not None:
-                facts_by_uid[fetched.uid] = parsed
+    ) -> None:
+        batch = flight.batch
+        assert flight.bodies is not None
+        for parsed in flight.bodies.result():
+            if parsed.facts is None:
+                # Recorded; the header-only rules still judge the message.
+                self._unreadable(batch, where, parsed.uid, parsed.error or "")
+            else:
+                flight.facts[parsed.uid] = parsed.facts
                 report.bodies += 1
-            # A body that cannot be read is recorded; the header-only rules still judge it.
         now = self.clock.now()
-        source = f"{self.source.name}:{mailbox}/{folder}"
-        for facts in facts_by_uid.values():
+        source = f"{self.source.name}:{where.mailbox}/{where.folder}"
+        for facts in flight.facts.values():
             report.messages += 1
             for finding in evaluate(facts, directory):
                 batch.incidents.append(_incident_row(finding, facts, live, source, now))
-            self._learn(facts, directory, mailbox, batch, now)
-        return batch
+            self._learn(facts, directory, where.mailbox, batch, now)
+        self._commit(key, where.folder, where.uidvalidity, flight.uids, batch, replay, report)
 
-    def _parse(
-        self,
-        fetched: Fetched,
-        headers: MessageFacts | None,
-        mailbox: str,
-        folder: str,
-        uidvalidity: int,
-        batch: _Batch,
-    ) -> MessageFacts | None:
-        try:
-            if headers is None:
-                return facts_from_bytes(fetched.data)
-            return with_body(headers, fetched.data)  # the header fields are read already
-        except UnreadableMessage as exc:
-            batch.unreadable.append(
-                {
-                    "source": f"{self.source.name}:{mailbox}",
-                    "folder": folder,
-                    "uidvalidity": uidvalidity,
-                    "uid": fetched.uid,
-                    "reason": str(exc)[:2000],
-                    "seen_at": self.clock.now(),
-                }
-            )
-            return None
+    def _unreadable(self, batch: _Batch, where: _Where, uid: int, reason: str) -> None:
+        batch.unreadable.append(
+            {
+                "source": f"{self.source.name}:{where.mailbox}",
+                "folder": where.folder,
+                "uidvalidity": where.uidvalidity,
+                "uid": uid,
+                "reason": reason[:2000],
+                "seen_at": self.clock.now(),
+            }
+        )
 
     def _learn(
         self,

@@ -8,6 +8,8 @@ and IP by default); the least recently used one is closed to open another.
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -15,12 +17,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+from imapclient.response_parser import parse_fetch_response
 
 from rolekeeper.backends.base import Fetched, FolderState
 from rolekeeper.backends.tls import client_context
 from rolekeeper.config import ImapSettings
 
 FETCH_BATCH = 2000  # Dovecot refuses command lines over 64 KiB
+_UID = re.compile(rb"[( ]UID (\d+)[ )]")
 
 
 def open_imap(cfg: ImapSettings, login: str, password: str) -> IMAPClient:
@@ -33,6 +38,10 @@ def open_imap(cfg: ImapSettings, login: str, password: str) -> IMAPClient:
         ssl_context=context,
         timeout=cfg.timeout_seconds,
     )
+    if not logging.getLogger("imapclient.imaplib").isEnabledFor(logging.DEBUG):
+        # imapclient sets imaplib's debug level to 5, which formats every response line and
+        # every literal into a debug message even when nothing logs it.
+        client._imap.debug = 0
     try:
         if cfg.security == "starttls":
             client.starttls(context)
@@ -137,19 +146,7 @@ class ImapSource:
         out: list[Fetched] = []
         for start in range(0, len(uids), FETCH_BATCH):
             batch = list(uids[start : start + FETCH_BATCH])
-            response = client.fetch(batch, [item])
-            for uid in batch:
-                data = response.get(uid, {})
-                value = next(
-                    (
-                        v
-                        for k, v in data.items()
-                        if isinstance(k, bytes) and k.startswith(key_prefix)
-                    ),
-                    None,
-                )
-                if isinstance(value, bytes):
-                    out.append(Fetched(uid, value))
+            out.extend(fetch_literals(client, batch, item, key_prefix))
         return out
 
     def close(self) -> None:
@@ -160,3 +157,91 @@ class ImapSource:
         for client in clients:
             with contextlib.suppress(Exception):
                 client.logout()
+
+
+def fetch_literals(
+    client: IMAPClient, uids: Sequence[int], item: str, key_prefix: bytes
+) -> list[Fetched]:
+    """UID FETCH of one body section; the literal of each message, in the server's order.
+
+    The answer is read here line by line and literal by literal (RFC 3501 §4.3): imaplib's
+    reader matches several patterns per line and imapclient's parser tokenises every byte of
+    every literal again, together three times the cost of the FETCH itself. The usual shape,
+    `* n FETCH (UID u BODY[...] {size}`, is taken as it is; any other (UID after the
+    literal, a quoted or NIL section, unsolicited FLAGS) goes to imapclient's parser.
+    """
+    imap = client._imap  # imapclient's own fetch() issues its command on it the same way
+    tag = imap._command("UID", "FETCH", ",".join(str(u) for u in uids), f"({item})")
+    try:
+        return _read_fetch(imap, tag, set(uids), key_prefix)
+    finally:
+        imap.tagged_commands.pop(tag, None)
+
+
+def _read_fetch(imap: Any, tag: bytes, wanted: set[int], key_prefix: bytes) -> list[Fetched]:
+    out: list[Fetched] = []
+    unusual: list[Any] = []
+    while True:
+        line = imap.readline()
+        if not line:
+            raise IMAPClientError("connection closed during FETCH")
+        if line.startswith(tag + b" "):
+            status = line[len(tag) + 1 :].split(b" ", 1)[0].upper()
+            if status != b"OK":
+                raise IMAPClientError(f"FETCH failed: {line.decode('ascii', 'replace').strip()}")
+            break
+        heads, literals = [line], []
+        while (size := _literal_size(line)) is not None:
+            literals.append(imap.read(size))
+            line = imap.readline()
+            heads.append(line)
+        first = heads[0]
+        if not first.startswith(b"* ") or b" FETCH " not in first[:24]:
+            continue  # EXISTS, EXPUNGE, RECENT and the like: nothing to do with the answer
+        match = _UID.search(first)
+        if (
+            len(literals) == 1
+            and match
+            and key_prefix in first[match.end() :]
+            and heads[1].strip() == b")"
+        ):
+            uid = int(match.group(1))
+            if uid in wanted:
+                out.append(Fetched(uid, literals[0]))
+            continue
+        unusual.extend(_as_imaplib_data(heads, literals))
+    if unusual:
+        seen = {f.uid for f in out}
+        out += [f for f in _parsed(unusual, sorted(wanted), key_prefix) if f.uid not in seen]
+    return out
+
+
+def _literal_size(line: bytes) -> int | None:
+    if not line.endswith(b"}\r\n"):
+        return None
+    start = line.rfind(b"{")
+    digits = line[start + 1 : -3]
+    return int(digits) if start >= 0 and digits.isdigit() else None
+
+
+def _as_imaplib_data(heads: list[bytes], literals: list[bytes]) -> list[Any]:
+    """One untagged FETCH response in the form imaplib gives it to imapclient's parser."""
+    first = heads[0][2:].replace(b" FETCH ", b" ", 1)  # "* 3 FETCH (" → "3 ("
+    lines = [first, *heads[1:]]
+    data: list[Any] = [(lines[i].rstrip(b"\r\n"), literals[i]) for i in range(len(literals))]
+    data.append(lines[-1].rstrip(b"\r\n"))
+    return data
+
+
+def _parsed(data: list[Any], uids: Sequence[int], key_prefix: bytes) -> list[Fetched]:
+    response = parse_fetch_response(data, False, True)
+    out: list[Fetched] = []
+    for uid in uids:
+        fields = response.get(uid, {})
+        value = next(
+            (v for k, v in fields.items() if isinstance(k, bytes) and k.startswith(key_prefix)),
+            None,
+        )
+        if isinstance(value, bytes):
+            out.append(Fetched(uid, value))
+    return out

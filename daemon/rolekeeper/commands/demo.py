@@ -121,6 +121,7 @@ def _watch_mail(state: Path, config: Path) -> None:
         store = open_store(settings)
         assert settings.imap is not None
         source = ImapSource(settings.imap)
+        scanner: Scanner | None = None
         try:
             with transaction(store.sessions) as session:
                 # Cursors of the previous run's server mean nothing to this one.
@@ -163,5 +164,7 @@ def _watch_mail(state: Path, config: Path) -> None:
             with store.sessions() as session:
                 print("Incidents\n" + render_incidents(session))
         finally:
+            if scanner is not None:
+                scanner.close()
             source.close()
             store.close()

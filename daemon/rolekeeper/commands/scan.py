@@ -55,7 +55,11 @@ def _scan(args: argparse.Namespace) -> int:
     source = ImapSource(settings.imap)
     try:
         with store_of(args) as store:
-            reports = Scanner(store.sessions, settings, source).scan_all(as_of=args.as_of)
+            scanner = Scanner(store.sessions, settings, source)
+            try:
+                reports = scanner.scan_all(as_of=args.as_of)
+            finally:
+                scanner.close()
     finally:
         source.close()
     rows = [r.as_dict() for r in reports if r.mode != "missing"]

@@ -11,6 +11,8 @@ import re
 from email.utils import getaddresses
 
 _HARD = re.compile(r'["()\\:]')
+# A quoted display name right before `<`: `"Ivanov, Ivan" <ivan@x>`, the commonest hard case.
+_QUOTED_NAME = re.compile(r'"[^"\\]*"\s*(?=<)')
 _ADDRESS = re.compile(r"^[^\s@<>,;]+@[^\s@<>,;]+\.[^\s@<>,;]+$")
 
 
@@ -18,6 +20,8 @@ def addresses(value: str | None) -> tuple[str, ...]:
     """Lower-cased addr-specs of a To/Cc/From/Reply-To value, in order, without repeats."""
     if not value:
         return ()
+    if '"' in value and "\\" not in value:
+        value = _QUOTED_NAME.sub("", value)
     if _HARD.search(value):
         found = [addr for _, addr in getaddresses([value.replace("\n", " ").replace("\r", " ")])]
     else:

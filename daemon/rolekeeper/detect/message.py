@@ -11,7 +11,6 @@ from datetime import datetime
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
 
 from rolekeeper.detect.addresses import addresses, first_address
 from rolekeeper.detect.authortext import carried_senders, html_to_text, split_author_text
@@ -257,10 +256,9 @@ def _split_head(raw: bytes) -> tuple[bytes, bytes] | None:
 
 
 def _head_fields(head: bytes) -> dict[str, str] | None:
-    try:
-        text = head.decode("ascii")
-    except UnicodeDecodeError:
-        return None
+    # Raw 8-bit bytes turn up in fields such as X-Mailer; the fields read here are ASCII,
+    # and latin-1 keeps every byte so a non-ASCII boundary still fails to match below.
+    text = head.decode("latin-1")
     fields: dict[str, str] = {}
     name: str | None = None
     for line in text.replace("\r\n", "\n").split("\n"):
@@ -269,8 +267,8 @@ def _head_fields(head: bytes) -> dict[str, str] | None:
                 fields[name] += " " + line.strip()
             continue
         key, sep, value = line.partition(":")
-        if not sep:
-            return None  # not a plain header block: let the full parser decide
+        if not sep or key != key.rstrip():
+            return None  # not a plain header block (or obsolete syntax): the full parser
         name = key.strip().lower()
         if name in ("content-type", "content-transfer-encoding", "content-disposition"):
             if name in fields:
@@ -333,8 +331,7 @@ def fast_body_text(raw: bytes) -> str | None:
     chunks = _parts(body, params["boundary"])
     if chunks is None:
         return None
-    plain: str | None = None
-    html: str | None = None
+    first: tuple[str, bytes, dict[str, str]] | None = None
     for chunk in chunks:
         part = _split_head(chunk) if not chunk.startswith((b"\r\n", b"\n")) else (b"", chunk)
         if part is None:
@@ -348,42 +345,51 @@ def fast_body_text(raw: bytes) -> str | None:
         disposition = part_fields.get("content-disposition", "").lower()
         if disposition.startswith("attachment") or part_kind not in ("text/plain", "text/html"):
             continue
-        decoded = _decode(part[1], part_fields)
-        if decoded is None:
-            return None
-        if part_kind == "text/plain" and plain is None:
-            plain = decoded
-        elif part_kind == "text/html" and html is None:
-            html = decoded
-    if plain is not None:
-        return plain
-    return html_to_text(html) if html is not None else ""
+        if first is None:
+            # The first text part is the body, as for the full parser (in the usual
+            # multipart/alternative, plain comes first). Later parts are still looked at:
+            # an attached message sends the whole message to the full parser.
+            first = (part_kind, part[1], part_fields)
+    if first is None:
+        return ""
+    decoded = _decode(first[1], first[2])
+    if decoded is None:
+        return None
+    return html_to_text(decoded) if first[0] == "text/html" else decoded
 
 
 def _parts(body: bytes, boundary: str) -> list[bytes] | None:
     """The parts between delimiter lines (RFC 2046 §5.1.1); None without a close delimiter.
 
     A delimiter is a whole line `--boundary` (`--boundary--` closes); the line break before it
-    belongs to the delimiter, not to the part."""
-    pattern = _delimiter(boundary)
-    if pattern is None:
+    belongs to the delimiter, not to the part. Found with bytes.find: boundaries differ per
+    message, so a compiled pattern per boundary would cost more than the search."""
+    try:
+        mark = b"--" + boundary.encode("ascii")
+    except UnicodeEncodeError:
         return None
     parts: list[bytes] = []
     start: int | None = None
-    for match in pattern.finditer(body):
+    at = 0
+    while True:
+        at = body.find(mark, at)
+        if at < 0:
+            return None
+        line_start = at == 0 or body[at - 1 : at] == b"\n"
+        end = at + len(mark)
+        closing = body[end : end + 2] == b"--"
+        after = end + 2 if closing else end
+        newline = body.find(b"\n", after)
+        rest = body[after:] if newline < 0 else body[after:newline]
+        if not line_start or rest.rstrip(b" \t\r"):
+            at = end  # the boundary string inside a line, or followed by more text
+            continue
         if start is not None:
-            parts.append(body[start : match.start()])
-        if match.group(1):
+            cut = at - 1 if at > 0 else at  # the line break before belongs to the delimiter
+            if cut > 0 and body[cut - 1 : cut] == b"\r":
+                cut -= 1
+            parts.append(body[start : max(start, cut)])
+        if closing:
             return parts
-        newline = body.find(b"\n", match.end())
         start = len(body) if newline < 0 else newline + 1
-    return None
-
-
-@lru_cache(maxsize=1024)
-def _delimiter(boundary: str) -> re.Pattern[bytes] | None:
-    try:
-        mark = boundary.encode("ascii")
-    except UnicodeEncodeError:
-        return None
-    return re.compile(rb"(?:\A|\r?\n)--" + re.escape(mark) + rb"(--)?[ \t]*(?=\r?\n|\Z)")
+        at = start
