@@ -13,22 +13,21 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import aliased
 
-from rolekeeper.backends.sieve import Redirect, SieveManager
 from rolekeeper.backends.smtp import SmtpSender
 from rolekeeper.config import Settings
 from rolekeeper.detect.rules import MESSAGE_RULES
-from rolekeeper.domain import JobStatus
+from rolekeeper.domain import JobStatus, pretty_number
 from rolekeeper.duework import JobContext, JobKind
 from rolekeeper.errors import RolekeeperError
 from rolekeeper.log import get_logger
+from rolekeeper.namedbox import desired_filters, ensure_filters
 from rolekeeper.notices.render import Templates, build_message
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.db import table_of, transaction
 from rolekeeper.store.models import (
     Client,
-    ClientDomain,
     Contact,
     DueJob,
     Incident,
@@ -138,49 +137,11 @@ def sender_address(settings: Settings) -> str:
     return f"rolekeeper@{domains[0] if domains else 'localhost'}"
 
 
-def wanted_redirects(session: Session, mailbox: str, settings: Settings) -> list[Redirect]:
-    """Every client whose live incidents on this named mailbox call for a redirect."""
-    policies = settings.actions.rules
-    rows = session.execute(
-        select(Incident.rule, Incident.segment, Client.id, Role.address)
-        .join(Person, Person.id == Incident.person_id)
-        .join(Client, Client.id == Incident.client_id)
-        .join(Role, Role.id == Client.role_id)
-        .where(Person.named_address == mailbox, Incident.live)
-    ).all()
-    targets: dict[int, str] = {}
-    for rule, segment, client_id, role_address in rows:
-        policy = policies.get(rule)
-        if policy is not None and (segment or "") in policy.redirect:
-            targets[client_id] = role_address
-    by_role: dict[str, tuple[set[str], set[str]]] = {}
-    for client_id, role_address in targets.items():
-        addresses, domains = by_role.setdefault(role_address, (set(), set()))
-        addresses.update(
-            e
-            for e in session.scalars(
-                select(Contact.email).where(
-                    Contact.client_id == client_id, Contact.removed_at.is_(None)
-                )
-            )
-            if e
-        )
-        domains.update(
-            session.scalars(select(ClientDomain.domain).where(ClientDomain.client_id == client_id))
-        )
-    return [Redirect(role, tuple(sorted(a)), tuple(sorted(d))) for role, (a, d) in by_role.items()]
-
-
 def apply_redirects(ctx: JobContext) -> None:
     mailbox = ctx.key.removeprefix("mailbox:")
-    settings = ctx.settings
-    if settings.imap is None:
-        raise RolekeeperError("a redirect is due but [imap] is not configured")
     with ctx.sessions() as session:
-        redirects = wanted_redirects(session, mailbox, settings)
-    changes = SieveManager(settings.imap).ensure(
-        mailbox, redirects, settings.actions.redirect_keep_copy
-    )
+        redirects, _ = desired_filters(session, mailbox, ctx.settings)
+        changes = ensure_filters(session, mailbox, ctx.settings)
     if changes:
         with transaction(ctx.sessions) as session:
             record_audit(
@@ -298,7 +259,7 @@ def send_nudge(ctx: JobContext) -> None:
         organisation=settings.organisation.name,
         role_name=role.name,
         role_address=role.address,
-        role_number=_pretty_number(role.number) if role.number else None,
+        role_number=pretty_number(role.number) if role.number else None,
     )
     domain = role.address.rpartition("@")[2]
     message_id = f"<nudge-{client_id}-{incident.id}@{domain}>"
@@ -325,13 +286,6 @@ def send_nudge(ctx: JobContext) -> None:
         record_audit(
             session, "rolekeeper", "nudge.sent", incident.client_address, {"client": client.crm_id}
         )
-
-
-def _pretty_number(e164: str) -> str:
-    import phonenumbers
-
-    parsed = phonenumbers.parse(e164)
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
 
 
 def next_digest(settings: Settings, now: datetime) -> datetime:

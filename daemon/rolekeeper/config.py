@@ -417,6 +417,30 @@ class ActionsSettings(_Section):
         return defaults | value
 
 
+class HandoverSettings(_Section):
+    """Departures and rotations: notices, the named mailbox's auto-reply, retries."""
+
+    # Clients who wrote to the leaver's named address in this many days are notified too.
+    recent_named_days: int = Field(default=90, ge=0, le=3650)
+    # The leaver's named mailbox answers clients (once each) for this many days.
+    autoreply_days: int = Field(default=90, ge=1, le=3650)
+    # Notices per minute over SMTP; 0 sends as fast as the server takes them.
+    notices_per_minute: int = Field(default=0, ge=0)
+    # With watch.journal_mailbox: how long a notice the journal does not show may still be
+    # on its way before it is sent again (after a crash between "sending" and "accepted").
+    journal_grace_minutes: float = Field(default=10.0, ge=0)
+    # A step that failed this many times is parked (visible, `transitions retry ID`).
+    step_attempts: int = Field(default=5, ge=1, le=100)
+    # Give the successor read access to the leaver's named mailbox (it holds private and
+    # HR mail: only where the firm's policy allows it). Audited.
+    delegate_named_mailbox: bool = False
+    # Incidents involving the leaver in this many days put a client on the report's
+    # "at risk" list.
+    at_risk_days: int = Field(default=90, ge=1, le=3650)
+    # A directory of the admin's own templates (transition.en.txt, …); packaged ones else.
+    templates_dir: Path | None = None
+
+
 class Settings(_Section):
     organisation: OrganisationSettings = OrganisationSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -427,6 +451,7 @@ class Settings(_Section):
     detect: DetectSettings = DetectSettings()
     watch: WatchSettings = WatchSettings()
     actions: ActionsSettings = ActionsSettings()
+    handover: HandoverSettings = HandoverSettings()
     imap: ImapSettings | None = None
     smtp: SmtpSettings | None = None
     exchange: ExchangeSettings | None = None

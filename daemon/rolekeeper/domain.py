@@ -109,3 +109,11 @@ def normalise_phone(value: str, region: str) -> str:
     if not phonenumbers.is_possible_number(parsed):
         raise InvalidValue(f"{value!r} is not a possible phone number for region {region}")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def pretty_number(e164: str) -> str:
+    """+74951204501 → "+7 495 120-45-01": how people write the number."""
+    import phonenumbers
+
+    parsed = phonenumbers.parse(e164)
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

@@ -149,6 +149,21 @@ class ImapSource:
             out.extend(fetch_literals(client, batch, item, key_prefix))
         return out
 
+    def has_message(self, mailbox: str, folder: str, message_id: str) -> bool:
+        """Whether a message with this Message-ID is in the folder (a missing folder: no)."""
+        client = self._client(mailbox)
+        if not client.folder_exists(folder):
+            return False
+        self._select(mailbox, folder)
+        return bool(client.search(["HEADER", "Message-ID", message_id]))
+
+    def append(self, mailbox: str, folder: str, message: bytes) -> None:
+        """File a copy (as read) in the folder, creating the folder if needed."""
+        client = self._client(mailbox)
+        if not client.folder_exists(folder):
+            client.create_folder(folder)
+        client.append(folder, message, flags=(b"\\Seen",))
+
     def close(self) -> None:
         with self._lock:
             clients = list(self._connections.values())

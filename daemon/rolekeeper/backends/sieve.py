@@ -14,6 +14,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 
 from sievelib.managesieve import Client
 
@@ -39,6 +40,20 @@ class Redirect:
     domains: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class AutoReply:
+    """Answer these senders once (per `days`) until `until`: the leaver's named mailbox
+    telling a client where the work goes on."""
+
+    addresses: tuple[str, ...]
+    domains: tuple[str, ...]
+    subject: str
+    body: str
+    from_address: str
+    until: date
+    days: int
+
+
 def quote(value: str) -> str:
     """A Sieve quoted string (RFC 5228 §2.4.2)."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -48,22 +63,47 @@ def _string_list(values: Sequence[str]) -> str:
     return "[" + ", ".join(quote(v) for v in values) + "]"
 
 
-def render_own_script(redirects: Sequence[Redirect], keep_copy: bool) -> str:
-    """rolekeeper's script: one redirect per role, for that role's clients' mail."""
+def _sender_test(addresses: Sequence[str], domains: Sequence[str]) -> str | None:
+    tests = []
+    if addresses:
+        tests.append(f'address :is "from" {_string_list(sorted(addresses))}')
+    if domains:
+        tests.append(f'address :domain :is "from" {_string_list(sorted(domains))}')
+    if not tests:
+        return None
+    return tests[0] if len(tests) == 1 else f"anyof ({', '.join(tests)})"
+
+
+def render_own_script(
+    redirects: Sequence[Redirect], keep_copy: bool, replies: Sequence[AutoReply] = ()
+) -> str:
+    """rolekeeper's script: one redirect per role, for that role's clients' mail, and after a
+    departure one auto-reply per role and language."""
     action = "redirect :copy" if keep_copy else "redirect"
+    needs = (["copy"] if keep_copy else []) + (
+        ["vacation", "date", "relational"] if replies else []
+    )
     lines = [
         "# Managed by rolekeeper: client mail goes to the role mailbox. Edits are overwritten.",
-        'require ["copy"];' if keep_copy else "",
+        f"require {_string_list(needs)};" if needs else "",
     ]
-    for redirect in sorted(redirects, key=lambda r: r.target):
-        tests = []
-        if redirect.addresses:
-            tests.append(f'address :is "from" {_string_list(sorted(redirect.addresses))}')
-        if redirect.domains:
-            tests.append(f'address :domain :is "from" {_string_list(sorted(redirect.domains))}')
-        if not tests:
+    first = True
+    for reply in replies:
+        condition = _sender_test(reply.addresses, reply.domains)
+        if condition is None:
             continue
-        condition = tests[0] if len(tests) == 1 else f"anyof ({', '.join(tests)})"
+        keyword = "if" if first else "elsif"
+        first = False
+        lines.append(
+            f'{keyword} allof ({condition}, currentdate :value "le" "date" '
+            f"{quote(reply.until.isoformat())}) {{\n"
+            f"    vacation :days {reply.days} :subject {quote(reply.subject)} "
+            f":from {quote(reply.from_address)} {quote(reply.body)};\n}}"
+        )
+    for redirect in sorted(redirects, key=lambda r: r.target):
+        condition = _sender_test(redirect.addresses, redirect.domains)
+        if condition is None:
+            continue
         lines.append(f"if {condition} {{\n    {action} {quote(redirect.target)};\n}}")
     return "\n".join(line for line in lines if line) + "\n"
 
@@ -101,21 +141,24 @@ class SieveManager:
             raise SieveError(f"{mailbox}: ManageSieve login refused: {client.errmsg!r}")
         return client
 
-    def ensure(self, mailbox: str, redirects: Sequence[Redirect], keep_copy: bool) -> list[str]:
+    def ensure(
+        self,
+        mailbox: str,
+        redirects: Sequence[Redirect],
+        keep_copy: bool,
+        replies: Sequence[AutoReply] = (),
+    ) -> list[str]:
         """Make the mailbox's active filtering what it should be; return what was changed."""
         client = self._connect(mailbox)
         try:
-            return self._ensure(client, mailbox, redirects, keep_copy)
+            return self._ensure(client, mailbox, render_own_script(redirects, keep_copy, replies))
         finally:
             client.logout()
 
-    def _ensure(
-        self, client: Client, mailbox: str, redirects: Sequence[Redirect], keep_copy: bool
-    ) -> list[str]:
+    def _ensure(self, client: Client, mailbox: str, own: str) -> list[str]:
         changes: list[str] = []
         active, others = client.listscripts()  # the active script is not among `others`
         scripts = {*others, *([active] if active else [])}
-        own = render_own_script(redirects, keep_copy)
         if OWN_SCRIPT not in scripts or not _same(client.getscript(OWN_SCRIPT), own):
             self._put(client, mailbox, OWN_SCRIPT, own)
             changes.append(f"wrote {OWN_SCRIPT}")

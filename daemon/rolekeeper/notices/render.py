@@ -8,8 +8,9 @@ name with a newline in it cannot inject a header.
 from __future__ import annotations
 
 import email.policy
+from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import formataddr, make_msgid
+from email.utils import format_datetime, formataddr, make_msgid
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,15 @@ class Templates:
             raise ValueError(f"template {template.name} must start with a Subject: line")
         return " ".join(first.removeprefix("Subject:").split()), body.lstrip("\n")
 
+    def render_html(self, name: str, language: str, **context: Any) -> str | None:
+        """The HTML part of template NAME in LANGUAGE (English, else none), escaped."""
+        for candidate in (language, "en"):
+            try:
+                return self.env.get_template(f"{name}.{candidate}.html").render(**context)
+            except jinja2.TemplateNotFound:
+                continue
+        return None
+
 
 def build_message(
     sender: tuple[str, str],
@@ -54,16 +64,20 @@ def build_message(
     *,
     message_id: str | None = None,
     headers: dict[str, str] | None = None,
+    html: str | None = None,
 ) -> EmailMessage:
     message = EmailMessage(policy=HEADER_POLICY)
     message["From"] = formataddr(_one_line(sender))
     message["To"] = ", ".join(formataddr(_one_line(a)) for a in to)
     message["Subject"] = " ".join(subject.split())
+    message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = message_id or make_msgid(domain=sender[1].rpartition("@")[2])
     message["Auto-Submitted"] = "auto-generated"
     for key, value in (headers or {}).items():
         message[key] = " ".join(value.split())
     message.set_content(body)
+    if html is not None:
+        message.add_alternative(html, subtype="html")
     return message
 
 

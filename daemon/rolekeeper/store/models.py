@@ -214,6 +214,7 @@ class Transition(Base):
     plan: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     created_by: Mapped[str] = mapped_column(String(100), default="")
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class TransitionStep(Base):
@@ -228,6 +229,8 @@ class TransitionStep(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+    # What the step did (counts, changes), for `transitions show`.
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Notice(Base):
@@ -245,6 +248,13 @@ class Notice(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, onupdate=utcnow)
+    # The role whose mailbox sends it, and the recipient and language fixed when queued.
+    role_id: Mapped[int | None] = mapped_column(ForeignKey("roles.id"))
+    recipient: Mapped[str | None] = mapped_column(String(320))
+    language: Mapped[str | None] = mapped_column(String(8))
+    # When the notice entered "sending" (the journal grace period counts from here).
+    sending_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class ScanCursor(Base):

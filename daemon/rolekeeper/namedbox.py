@@ -1,0 +1,191 @@
+"""What a named mailbox's Sieve filtering should be, from the store.
+
+Two sources feed one script (ManageSieve has one per owner, see backends/sieve.py):
+redirects that live incidents call for (rolekeeper.actions), and after a departure every
+client of the leaver's roles redirected to its role mailbox and answered once with an
+auto-reply naming the role's contacts, until `handover.autoreply_days` after the date.
+Both the incident job and the departure step call `ensure_filters`, so neither undoes the
+other.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rolekeeper.backends.sieve import AutoReply, Redirect, SieveManager
+from rolekeeper.config import Settings
+from rolekeeper.domain import pretty_number
+from rolekeeper.notices.render import Templates
+from rolekeeper.store.models import (
+    Client,
+    ClientDomain,
+    Contact,
+    Incident,
+    Person,
+    Role,
+    RoleHolder,
+    Transition,
+)
+
+DEPARTURE = "departure"
+
+
+def incident_redirects(session: Session, mailbox: str, settings: Settings) -> dict[int, str]:
+    """client id → role address, for clients whose live incidents here call for a redirect."""
+    policies = settings.actions.rules
+    rows = session.execute(
+        select(Incident.rule, Incident.segment, Client.id, Role.address)
+        .join(Person, Person.id == Incident.person_id)
+        .join(Client, Client.id == Incident.client_id)
+        .join(Role, Role.id == Client.role_id)
+        .where(Person.named_address == mailbox, Incident.live)
+    ).all()
+    targets: dict[int, str] = {}
+    for rule, segment, client_id, role_address in rows:
+        policy = policies.get(rule)
+        if policy is not None and (segment or "") in policy.redirect:
+            targets[client_id] = role_address
+    return targets
+
+
+def departure_of(session: Session, mailbox: str) -> Transition | None:
+    """The started departure of the person owning this named mailbox, if any."""
+    return session.scalars(
+        select(Transition)
+        .join(Person, Person.id == Transition.person_id)
+        .where(
+            Person.named_address == mailbox,
+            Transition.kind == DEPARTURE,
+            Transition.status.in_(("running", "done", "parked")),
+        )
+        .order_by(Transition.effective_at.desc())
+        .limit(1)
+    ).first()
+
+
+def _departed_clients(session: Session, transition: Transition) -> dict[int, str]:
+    role_ids = [int(r) for r in transition.plan.get("roles", {})]
+    rows = session.execute(
+        select(Client.id, Role.address)
+        .join(Role, Role.id == Client.role_id)
+        .where(Client.role_id.in_(role_ids))
+    ).all()
+    return {client_id: address for client_id, address in rows}
+
+
+def _senders(session: Session, client_ids: list[int]) -> dict[int, tuple[list[str], list[str]]]:
+    found: dict[int, tuple[list[str], list[str]]] = {c: ([], []) for c in client_ids}
+    for client_id, email in session.execute(
+        select(Contact.client_id, Contact.email).where(
+            Contact.client_id.in_(client_ids), Contact.removed_at.is_(None)
+        )
+    ):
+        if email:
+            found[client_id][0].append(email)
+    for client_id, domain in session.execute(
+        select(ClientDomain.client_id, ClientDomain.domain).where(
+            ClientDomain.client_id.in_(client_ids)
+        )
+    ):
+        found[client_id][1].append(domain)
+    return found
+
+
+def desired_filters(
+    session: Session, mailbox: str, settings: Settings
+) -> tuple[list[Redirect], list[AutoReply]]:
+    targets = incident_redirects(session, mailbox, settings)
+    departure = departure_of(session, mailbox)
+    departed = _departed_clients(session, departure) if departure is not None else {}
+    targets.update(departed)
+    senders = _senders(session, sorted(targets))
+    by_role: dict[str, tuple[set[str], set[str]]] = {}
+    for client_id, role_address in targets.items():
+        addresses, domains = by_role.setdefault(role_address, (set(), set()))
+        addresses.update(senders[client_id][0])
+        domains.update(senders[client_id][1])
+    redirects = [
+        Redirect(role, tuple(sorted(a)), tuple(sorted(d))) for role, (a, d) in by_role.items()
+    ]
+    replies: list[AutoReply] = []
+    if departure is not None:
+        replies = _auto_replies(session, departure, departed, settings)
+    return sorted(redirects, key=lambda r: r.target), replies
+
+
+def _auto_replies(
+    session: Session, departure: Transition, clients: dict[int, str], settings: Settings
+) -> list[AutoReply]:
+    """One auto-reply per role and language, to that role's clients' contacts."""
+    leaver = session.get_one(Person, departure.person_id)
+    until = (departure.effective_at + timedelta(days=settings.handover.autoreply_days)).date()
+    templates = Templates(settings.handover.templates_dir)
+    groups: dict[tuple[str, str], tuple[set[str], set[str]]] = {}
+    default_language = settings.import_.clients.default_language
+    for client_id, role_address in clients.items():
+        contacts = session.execute(
+            select(Contact.email, Contact.language).where(
+                Contact.client_id == client_id, Contact.removed_at.is_(None)
+            )
+        ).all()
+        languages = [language for _, language in contacts] or [default_language]
+        for email, language in contacts:
+            if email:
+                groups.setdefault((role_address, language), (set(), set()))[0].add(email)
+        for domain in session.scalars(
+            select(ClientDomain.domain).where(ClientDomain.client_id == client_id)
+        ):
+            groups.setdefault((role_address, languages[0]), (set(), set()))[1].add(domain)
+    replies = []
+    for (role_address, language), (addresses, domains) in sorted(groups.items()):
+        role = session.scalars(select(Role).where(Role.address == role_address)).one()
+        subject, body = templates.render(
+            "autoreply", language, **reply_context(session, role, leaver, settings)
+        )
+        replies.append(
+            AutoReply(
+                tuple(sorted(addresses)),
+                tuple(sorted(domains - {a.rpartition("@")[2] for a in addresses})),
+                subject,
+                body,
+                role_address,
+                until,
+                settings.handover.autoreply_days,
+            )
+        )
+    return replies
+
+
+def reply_context(
+    session: Session, role: Role, leaver: Person, settings: Settings
+) -> dict[str, Any]:
+    holder = session.scalars(
+        select(Person)
+        .join(RoleHolder, RoleHolder.person_id == Person.id)
+        .where(RoleHolder.role_id == role.id, RoleHolder.ended_at.is_(None))
+        .order_by(RoleHolder.kind)
+    ).first()
+    return {
+        "organisation": settings.organisation.name,
+        "leaver_name": leaver.name,
+        "successor_name": holder.name if holder else role.name,
+        "role_name": role.name,
+        "role_address": role.address,
+        "role_number": pretty_number(role.number) if role.number else None,
+    }
+
+
+def ensure_filters(session: Session, mailbox: str, settings: Settings) -> list[str]:
+    """Make the mailbox's Sieve filtering what the store says; return what changed."""
+    if settings.imap is None:
+        from rolekeeper.errors import RolekeeperError
+
+        raise RolekeeperError("Sieve filtering is due but [imap] is not configured")
+    redirects, replies = desired_filters(session, mailbox, settings)
+    return SieveManager(settings.imap).ensure(
+        mailbox, redirects, settings.actions.redirect_keep_copy, replies
+    )

@@ -1,0 +1,215 @@
+"""Transition notices, exactly once per contact and transition.
+
+SMTP submission files no copy in Sent, and a crash can fall between any two of: the server
+accepting a message, the store recording it, the copy in the role's Sent folder. So each
+notice moves through stored states, every one committed before the next action:
+
+    queued → sending (Message-ID fixed) → accepted (the server took it)
+           → sent (its copy is in the role's Sent folder)
+
+At the start of every pass, notices left between states are settled from the mail itself:
+"accepted" ones are filed in Sent if they are not there yet; a "sending" one found in Sent
+is sent; found in the journal mailbox it was accepted; with a journal and absent after
+`handover.journal_grace_minutes` it was never accepted and goes again; without a journal
+nothing can tell, so it is parked as "unknown" for an admin, never resent silently.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any, Protocol
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from rolekeeper.config import Settings
+from rolekeeper.log import get_logger
+from rolekeeper.store.db import transaction
+from rolekeeper.store.models import Notice, Role
+from rolekeeper.testhooks import crash_point
+
+log = get_logger(__name__)
+SENT_FOLDER = "Sent"
+OPEN_STATES = ("queued", "sending", "accepted")
+
+
+class Filing(Protocol):
+    def has_message(self, mailbox: str, folder: str, message_id: str) -> bool: ...
+    def append(self, mailbox: str, folder: str, message: bytes) -> None: ...
+
+
+class Mailer(Protocol):
+    def session(self) -> AbstractContextManager[smtplib.SMTP]: ...
+
+
+@dataclass
+class OutboxReport:
+    sent: int = 0
+    failed: int = 0
+    unknown: int = 0
+    waiting: int = 0  # "sending" within the journal grace period
+    settled: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def notice_message_id(transition_id: int, contact_id: int, channel: str, domain: str) -> str:
+    """Stable: the same notice always has the same Message-ID, so the mail itself tells
+    whether it went out."""
+    return f"<rk-notice-{transition_id}-{contact_id}-{channel}@{domain}>"
+
+
+def settle(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    filing: Filing,
+    transition_id: int,
+    now: datetime,
+) -> OutboxReport:
+    report = OutboxReport()
+    journal = settings.watch.journal_mailbox
+    grace = timedelta(minutes=settings.handover.journal_grace_minutes)
+    with sessions() as session:
+        rows = session.execute(
+            select(Notice.id, Notice.status, Notice.message_id, Notice.sending_at, Role.address)
+            .join(Role, Role.id == Notice.role_id)
+            .where(
+                Notice.transition_id == transition_id,
+                Notice.status.in_(("sending", "accepted")),
+            )
+        ).all()
+    for notice_id, status, message_id, sending_at, role_address in rows:
+        if filing.has_message(role_address, SENT_FOLDER, message_id):
+            _set(sessions, notice_id, "sent", now)
+        elif status == "accepted":
+            continue  # the send pass files it
+        elif journal is not None and filing.has_message(journal, "INBOX", message_id):
+            _set(sessions, notice_id, "accepted", now)  # the server took it; file it next
+        elif journal is not None:
+            if sending_at is not None and now - sending_at < grace:
+                report.waiting += 1
+                continue
+            _set(sessions, notice_id, "queued", now)  # never accepted: it goes again
+        else:
+            _set(sessions, notice_id, "unknown", now, "crashed while sending; no journal")
+            report.unknown += 1
+            continue
+        report.settled += 1
+    return report
+
+
+def _set(
+    sessions: sessionmaker[Session],
+    notice_id: int,
+    status: str,
+    now: datetime,
+    error: str | None = None,
+) -> None:
+    values: dict[str, Any] = {"status": status, "updated_at": now}
+    if status == "sent":
+        values["sent_at"] = now
+    if error is not None:
+        values["last_error"] = error[:2000]
+    with transaction(sessions) as session:
+        session.execute(update(Notice).where(Notice.id == notice_id).values(**values))
+
+
+def send_pending(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    mailer: Mailer,
+    filing: Filing,
+    transition_id: int,
+    build: Callable[[Session, Notice], EmailMessage],
+    clock: Callable[[], datetime],
+) -> OutboxReport:
+    """Send every queued notice of the transition, and file the accepted ones."""
+    report = settle(sessions, settings, filing, transition_id, clock())
+    interval = (
+        60.0 / settings.handover.notices_per_minute if settings.handover.notices_per_minute else 0.0
+    )
+    with mailer.session() as smtp:
+        for notice_id in _ids(sessions, transition_id, ("queued", "accepted")):
+            with sessions() as session:
+                notice = session.get_one(Notice, notice_id)
+                role = session.get_one(Role, notice.role_id)
+                message = build(session, notice)
+                state = notice.status
+            if state == "queued":
+                with transaction(sessions) as session:
+                    session.execute(
+                        update(Notice)
+                        .where(Notice.id == notice_id)
+                        .values(status="sending", sending_at=clock(), attempts=Notice.attempts + 1)
+                    )
+                crash_point("notice.sending")
+                outcome = _submit(smtp, message)
+                if outcome is not None:
+                    final, error = outcome
+                    _set(sessions, notice_id, "failed" if final else "queued", clock(), error)
+                    if final:
+                        report.failed += 1
+                        report.problems.append(f"{notice.recipient}: {error}")
+                        continue
+                    raise ConnectionError(error)  # the step is retried later
+                crash_point("notice.accepted.uncommitted")
+                _set(sessions, notice_id, "accepted", clock())
+                crash_point("notice.accepted")
+            filing.append(role.address, SENT_FOLDER, message.as_bytes())
+            crash_point("notice.filed.uncommitted")
+            _set(sessions, notice_id, "sent", clock())
+            crash_point("notice.sent")
+            report.sent += 1
+            if interval:
+                time.sleep(interval)
+    return report
+
+
+def _ids(
+    sessions: sessionmaker[Session], transition_id: int, states: tuple[str, ...]
+) -> Iterator[int]:
+    with sessions() as session:
+        ids = list(
+            session.scalars(
+                select(Notice.id)
+                .where(Notice.transition_id == transition_id, Notice.status.in_(states))
+                .order_by(Notice.id)
+            )
+        )
+    yield from ids
+
+
+def _submit(smtp: smtplib.SMTP, message: EmailMessage) -> tuple[bool, str] | None:
+    """None when the server accepted it; else (final?, why). A connection lost during DATA
+    leaves the outcome unknown: that propagates, the notice stays "sending", and settle
+    decides from the mail."""
+    try:
+        smtp.send_message(message)
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        detail = "; ".join(f"{r}: {c} {_text(m)}" for r, (c, m) in exc.recipients.items())
+        return (all(c >= 500 for c in codes), detail)
+    except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+        return (exc.smtp_code >= 500, f"{exc.smtp_code} {_text(exc.smtp_error)}")
+    return None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def counts(session: Session, transition_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(Notice.status, func.count())
+        .where(Notice.transition_id == transition_id)
+        .group_by(Notice.status)
+    ).all()
+    return {status: int(n) for status, n in rows}

@@ -1,0 +1,1 @@
+"""Transitions (departure, rotation): a stored, resumable sequence of steps."""

@@ -1,0 +1,120 @@
+"""The handover report to the leaver's supervisor: every client with its segment and notice
+status, and the clients at risk (incidents involving the leaver lately), VIP and key first,
+so that the supervisor can meet them."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from rolekeeper.backends.imap import ImapSource
+from rolekeeper.backends.smtp import SmtpSender
+from rolekeeper.notices.render import Templates, build_message
+from rolekeeper.store.models import Client, Contact, Incident, Notice, Person, Role
+from rolekeeper.workflows.engine import StepContext
+
+SEGMENT_ORDER = {"vip": 0, "key": 1, "regular": 2, "minor": 3}
+
+
+def report_context(session: Session, ctx: StepContext) -> dict[str, Any]:
+    transition = ctx.transition(session)
+    leaver = ctx.leaver(session)
+    plan = transition.plan.get("roles", {})
+    roles = {int(r): session.get_one(Role, int(r)) for r in plan}
+    heirs = {int(r): session.get_one(Person, int(p)) for r, p in plan.items()}
+    notices: dict[int, Counter[str]] = defaultdict(Counter)
+    for client_id, status, n in session.execute(
+        select(Contact.client_id, Notice.status, func.count())
+        .join(Contact, Contact.id == Notice.contact_id)
+        .where(Notice.transition_id == transition.id)
+        .group_by(Contact.client_id, Notice.status)
+    ):
+        notices[client_id][status] += int(n)
+    client_ids = set(notices) | set(
+        session.scalars(select(Client.id).where(Client.role_id.in_(list(roles))))
+    )
+    clients: list[dict[str, Any]] = []
+    for client in session.scalars(select(Client).where(Client.id.in_(client_ids))):
+        tally = notices.get(client.id, Counter())
+        role = session.get(Role, client.role_id) if client.role_id else None
+        problems = ", ".join(f"{n} {s}" for s, n in sorted(tally.items()) if s != "sent")
+        clients.append(
+            {
+                "name": client.name,
+                "crm_id": client.crm_id,
+                "segment": client.segment,
+                "role": role.key if role else "-",
+                "notices": sum(tally.values()),
+                "sent": tally.get("sent", 0),
+                "problems": problems,
+            }
+        )
+    clients.sort(key=lambda c: (SEGMENT_ORDER.get(c["segment"], 9), c["name"]))
+    since = transition.effective_at - timedelta(days=ctx.settings.handover.at_risk_days)
+    risky = session.execute(
+        select(Client, func.count(Incident.id), func.max(Incident.detected_at))
+        .join(Incident, Incident.client_id == Client.id)
+        .where(Incident.person_id == leaver.id, Incident.detected_at >= since)
+        .group_by(Client.id)
+    ).all()
+    at_risk: list[dict[str, Any]] = [
+        {
+            "name": client.name,
+            "crm_id": client.crm_id,
+            "segment": client.segment,
+            "incidents": int(n),
+            "last": last.date().isoformat() if last else "",
+        }
+        for client, n, last in risky
+    ]
+    at_risk.sort(key=lambda c: (SEGMENT_ORDER.get(c["segment"], 9), -c["incidents"], c["name"]))
+    return {
+        "transition_id": transition.id,
+        "leaver_name": leaver.name,
+        "effective_date": transition.effective_at.date().isoformat(),
+        "roles": [
+            {"name": roles[r].name, "address": roles[r].address, "successor": heirs[r].name}
+            for r in sorted(roles)
+        ],
+        "clients": clients,
+        "at_risk": at_risk,
+        "at_risk_days": ctx.settings.handover.at_risk_days,
+    }
+
+
+def send_report(ctx: StepContext, mailer: SmtpSender, filing: ImapSource) -> dict[str, Any]:
+    from rolekeeper.actions import sender_address
+
+    with ctx.sessions() as session:
+        leaver = ctx.leaver(session)
+        boss = session.get(Person, leaver.supervisor_id) if leaver.supervisor_id else None
+        if boss is None:
+            return {"report": "not sent: the leaver has no supervisor in the directory"}
+        context = report_context(session, ctx)
+    sender = sender_address(ctx.settings)
+    message_id = f"<rk-report-{ctx.transition_id}@{sender.rpartition('@')[2]}>"
+    # After a crash between sending and recording, the supervisor's mailbox tells.
+    if filing.has_message(boss.named_address, "INBOX", message_id):
+        return {"report": boss.named_address, "message_id": message_id, "found": True}
+    subject, body = Templates(ctx.settings.handover.templates_dir).render(
+        "handover_report", ctx.settings.actions.language, **context
+    )
+    mailer.send(
+        build_message(
+            ("rolekeeper", sender),
+            [(boss.name, boss.named_address)],
+            subject,
+            body,
+            message_id=message_id,
+        )
+    )
+    return {
+        "report": boss.named_address,
+        "message_id": message_id,
+        "clients": len(context["clients"]),
+        "at_risk": len(context["at_risk"]),
+    }

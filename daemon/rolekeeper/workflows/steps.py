@@ -1,0 +1,258 @@
+"""The steps of a departure or rotation. Each checks before it acts: run twice, it changes
+nothing the second time (see engine.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from email.message import EmailMessage
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from rolekeeper.backends.imap import ImapSource
+from rolekeeper.backends.smtp import SmtpSender
+from rolekeeper.domain import pretty_number
+from rolekeeper.errors import RolekeeperError
+from rolekeeper.namedbox import ensure_filters
+from rolekeeper.notices import outbox
+from rolekeeper.notices.render import Templates, build_message
+from rolekeeper.store.audit import record_audit
+from rolekeeper.store.db import table_of, transaction
+from rolekeeper.store.models import (
+    Client,
+    Contact,
+    Incident,
+    Notice,
+    Person,
+    Role,
+    RoleHolder,
+)
+from rolekeeper.store.upsert import insert_ignore
+from rolekeeper.workflows.engine import NotYet, Step, StepContext
+from rolekeeper.workflows.report import send_report
+
+CLIENT_TO_NAMED = "client-to-named"
+
+
+def _imap(ctx: StepContext) -> ImapSource:
+    if ctx.settings.imap is None:
+        raise RolekeeperError("this step needs [imap]")
+    source = ctx.services.get("imap")
+    if source is None:
+        source = ctx.services["imap"] = ImapSource(ctx.settings.imap)
+    assert isinstance(source, ImapSource)
+    return source
+
+
+def _smtp(ctx: StepContext) -> SmtpSender:
+    if ctx.settings.smtp is None:
+        raise RolekeeperError("this step needs [smtp]")
+    return SmtpSender(ctx.settings.smtp)
+
+
+def plan_roles(session: Session, ctx: StepContext) -> list[tuple[Role, Person]]:
+    plan = ctx.transition(session).plan
+    return [
+        (session.get_one(Role, int(role_id)), session.get_one(Person, int(person_id)))
+        for role_id, person_id in sorted(plan.get("roles", {}).items())
+    ]
+
+
+def reassign(ctx: StepContext) -> dict[str, Any]:
+    """Close the leaver's holder rows of the plan's roles, open the successors'."""
+    changed: dict[str, str] = {}
+    with transaction(ctx.sessions) as session:
+        transition = ctx.transition(session)
+        for role, heir in plan_roles(session, ctx):
+            current = list(
+                session.scalars(
+                    select(RoleHolder).where(
+                        RoleHolder.role_id == role.id,
+                        RoleHolder.kind == "holder",
+                        RoleHolder.ended_at.is_(None),
+                    )
+                )
+            )
+            if any(row.person_id == heir.id for row in current):
+                continue
+            for row in current:
+                row.ended_at = transition.effective_at
+            session.flush()
+            session.add(
+                RoleHolder(
+                    role_id=role.id,
+                    person_id=heir.id,
+                    kind="holder",
+                    started_at=transition.effective_at,
+                    transition_id=transition.id,
+                )
+            )
+            changed[role.key] = heir.named_address
+            record_audit(
+                session,
+                "rolekeeper",
+                "role.holder",
+                role.address,
+                {"holder": heir.named_address, "transition": transition.id},
+            )
+        if transition.kind == "departure":
+            leaver = ctx.leaver(session)
+            if leaver.active:
+                leaver.active = False
+                record_audit(session, "rolekeeper", "person.departed", leaver.named_address, {})
+    return {"reassigned": changed}
+
+
+def named_mailbox(ctx: StepContext) -> dict[str, Any]:
+    """Redirect client mail from the leaver's named mailbox and answer it once (Sieve)."""
+    with ctx.sessions() as session:
+        mailbox = ctx.leaver(session).named_address
+        changes = ensure_filters(session, mailbox, ctx.settings)
+    if changes:
+        with transaction(ctx.sessions) as session:
+            record_audit(session, "rolekeeper", "sieve.departure", mailbox, {"changes": changes})
+    return {"sieve": changes}
+
+
+def recipients(session: Session, ctx: StepContext) -> list[tuple[Contact, int]]:
+    """(contact, role id) for every contact of every client of the plan's roles, and of
+    every client who wrote to the leaver's named address in the last N days."""
+    transition = ctx.transition(session)
+    role_ids = [role.id for role, _ in plan_roles(session, ctx)]
+    clients: dict[int, int] = {}
+    for client_id, role_id in session.execute(
+        select(Client.id, Client.role_id).where(Client.role_id.in_(role_ids))
+    ):
+        if role_id is not None:
+            clients[client_id] = role_id
+    days = ctx.settings.handover.recent_named_days
+    if transition.person_id is not None and days:
+        since = transition.effective_at - timedelta(days=days)
+        wrote = session.execute(
+            select(Client.id, Client.role_id)
+            .join(Incident, Incident.client_id == Client.id)
+            .where(
+                Incident.person_id == transition.person_id,
+                Incident.rule == CLIENT_TO_NAMED,
+                Incident.detected_at >= since,
+                Client.role_id.is_not(None),
+            )
+        ).all()
+        for client_id, role_id in wrote:
+            if role_id is not None:
+                clients.setdefault(client_id, role_id)
+    contacts = session.scalars(
+        select(Contact)
+        .where(
+            Contact.client_id.in_(list(clients)),
+            Contact.removed_at.is_(None),
+            Contact.email.is_not(None),
+        )
+        .order_by(Contact.id)
+    )
+    return [(contact, clients[contact.client_id]) for contact in contacts]
+
+
+def queue_notices(ctx: StepContext) -> dict[str, Any]:
+    with ctx.sessions() as session:
+        rows = []
+        for contact, role_id in recipients(session, ctx):
+            role = session.get_one(Role, role_id)
+            domain = role.address.rpartition("@")[2]
+            rows.append(
+                {
+                    "transition_id": ctx.transition_id,
+                    "contact_id": contact.id,
+                    "channel": "mail",
+                    "message_id": outbox.notice_message_id(
+                        ctx.transition_id, contact.id, "mail", domain
+                    ),
+                    "status": "queued",
+                    "attempts": 0,
+                    "role_id": role_id,
+                    "recipient": contact.email,
+                    "language": contact.language,
+                    "updated_at": ctx.now(),
+                }
+            )
+    with transaction(ctx.sessions) as session:
+        new = insert_ignore(session, table_of(Notice), rows)
+    return {"contacts": len(rows), "queued": new}
+
+
+def notice_context(session: Session, ctx: StepContext, notice: Notice) -> dict[str, Any]:
+    transition = ctx.transition(session)
+    contact = session.get_one(Contact, notice.contact_id)
+    client = session.get_one(Client, contact.client_id)
+    role = session.get_one(Role, notice.role_id)
+    holder = session.scalars(
+        select(Person)
+        .join(RoleHolder, RoleHolder.person_id == Person.id)
+        .where(RoleHolder.role_id == role.id, RoleHolder.ended_at.is_(None))
+        .order_by(RoleHolder.kind)
+    ).first()
+    leaver = session.get(Person, transition.person_id) if transition.person_id else None
+    return {
+        "contact_name": contact.name,
+        "client_name": client.name,
+        "organisation": ctx.settings.organisation.name,
+        "role_name": role.name,
+        "role_address": role.address,
+        "role_number": pretty_number(role.number) if role.number else None,
+        "successor_name": holder.name if holder else role.name,
+        "leaver_name": leaver.name if leaver else "",
+        "effective_date": transition.effective_at.date().isoformat(),
+        "kind": transition.kind,
+    }
+
+
+def build_notice(ctx: StepContext, templates: Templates) -> Any:
+    def build(session: Session, notice: Notice) -> EmailMessage:
+        context = notice_context(session, ctx, notice)
+        template = "rotation" if context["kind"] == "rotation" else "transition"
+        language = notice.language or ctx.settings.import_.clients.default_language
+        subject, body = templates.render(template, language, **context)
+        html = templates.render_html(template, language, **context)
+        return build_message(
+            (context["successor_name"], context["role_address"]),
+            [(context["contact_name"], notice.recipient or "")],
+            subject,
+            body,
+            message_id=notice.message_id,
+            html=html,
+        )
+
+    return build
+
+
+def send_notices(ctx: StepContext) -> dict[str, Any]:
+    templates = Templates(ctx.settings.handover.templates_dir)
+    report = outbox.send_pending(
+        ctx.sessions,
+        ctx.settings,
+        _smtp(ctx),
+        _imap(ctx),
+        ctx.transition_id,
+        build_notice(ctx, templates),
+        ctx.now,
+    )
+    with ctx.sessions() as session:
+        counts = outbox.counts(session, ctx.transition_id)
+    if report.waiting:
+        raise NotYet(f"{report.waiting} notice(s) may still be on their way (journal grace)")
+    return {"outbox": counts, "problems": report.problems[:50]}
+
+
+def report(ctx: StepContext) -> dict[str, Any]:
+    return send_report(ctx, _smtp(ctx), _imap(ctx))
+
+
+def steps() -> dict[str, Step]:
+    return {
+        "reassign": reassign,
+        "named_mailbox": named_mailbox,
+        "queue_notices": queue_notices,
+        "send_notices": send_notices,
+        "report": report,
+    }
