@@ -14,6 +14,7 @@ from rolekeeper.commands import (
     check,
     demo,
     explain,
+    handover,
     importing,
     jobs,
     listing,
@@ -23,7 +24,7 @@ from rolekeeper.commands import (
 )
 from rolekeeper.errors import ConfigError, RolekeeperError
 
-COMMAND_GROUPS = (run, check, importing, listing, status, scan, explain, jobs, demo)
+COMMAND_GROUPS = (run, check, importing, listing, status, scan, explain, jobs, handover, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -225,6 +225,15 @@ class DueWorkRunner:
         )
 
 
+def bring_forward(session: Session, kind: str, now: datetime) -> None:
+    """Make a pending recurring job due now (work that may have fallen due while down)."""
+    session.execute(
+        update(DueJob)
+        .where(DueJob.kind == kind, DueJob.status == JobStatus.PENDING, DueJob.due_at > now)
+        .values(due_at=now)
+    )
+
+
 def retry_delay(attempts: int) -> timedelta:
     """30 s, 1 min, 2 min … capped at one hour."""
     return timedelta(seconds=min(3600, 30 * 2 ** max(0, attempts - 1)))

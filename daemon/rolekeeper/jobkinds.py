@@ -9,8 +9,8 @@ from rolekeeper.actions import ALERT, DIGEST, NUDGE, PLAN, REDIRECTS
 from rolekeeper.duework import JobContext, JobKind
 from rolekeeper.maintenance import PURGE
 from rolekeeper.quietwatch import QUIET
-
-TEST_HOOKS_ENV = "ROLEKEEPER_TEST_HOOKS"
+from rolekeeper.testhooks import TEST_HOOKS_ENV
+from rolekeeper.workflows.job import TRANSITIONS
 
 
 def _test_sleep(ctx: JobContext) -> None:
@@ -19,7 +19,7 @@ def _test_sleep(ctx: JobContext) -> None:
 
 
 def job_kinds() -> dict[str, JobKind]:
-    kinds = [PURGE, PLAN, ALERT, REDIRECTS, DIGEST, NUDGE, QUIET]
+    kinds = [PURGE, PLAN, ALERT, REDIRECTS, DIGEST, NUDGE, QUIET, TRANSITIONS]
     if os.environ.get(TEST_HOOKS_ENV) == "1":
         kinds.append(JobKind("test.sleep", _test_sleep))
     return {kind.name: kind for kind in kinds}

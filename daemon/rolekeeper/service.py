@@ -15,8 +15,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from rolekeeper import __version__
 from rolekeeper.backends.imap import ImapSource
+from rolekeeper.clock import utcnow
 from rolekeeper.config import Settings, load_settings
-from rolekeeper.duework import DueWorkRunner
+from rolekeeper.duework import DueWorkRunner, bring_forward
 from rolekeeper.errors import ConfigError
 from rolekeeper.idle import IdleWatcher
 from rolekeeper.jobkinds import job_kinds
@@ -30,9 +31,10 @@ from rolekeeper.scheduler import (
     wake,
 )
 from rolekeeper.sdnotify import Notifier
-from rolekeeper.store.db import safe_url
+from rolekeeper.store.db import safe_url, transaction
 from rolekeeper.store.open import Store, open_store, sync_main_lines
 from rolekeeper.watch import Scanner
+from rolekeeper.workflows.job import TRANSITIONS
 
 log = get_logger(__name__)
 
@@ -74,6 +76,9 @@ class Service:
         runner = DueWorkRunner(store.sessions, self.settings, job_kinds())
         runner.recover()
         runner.seed_recurring()
+        with transaction(store.sessions) as session:
+            # Transitions that fell due while the daemon was down run now, not a poll later.
+            bring_forward(session, TRANSITIONS.name, utcnow())
         scheduler = self.scheduler = build_scheduler()
         add_every(scheduler, DUE_WORK_JOB, runner.run_due, self.settings.scheduler.poll_seconds)
         self.scanner = self._scanner(store)

@@ -384,9 +384,16 @@ class DovecotServer:
                     raise ValueError(f"passwd-file cannot hold {value!r}")
             if MASTER_SEPARATOR in address:
                 raise ValueError(f"{address!r} contains the master-user separator")
-        with self.users_path.open("a") as passwd:
-            for address, password in users.items():
-                passwd.write(f"{address}:{{PLAIN}}{password}::::::\n")
+        # A user added again gets the new password (one line per user: the first one wins).
+        lines: dict[str, str] = {}
+        if self.users_path.exists():
+            for line in self.users_path.read_text().splitlines():
+                lines[line.split(":", 1)[0]] = line
+        for address, password in users.items():
+            lines[address] = f"{address}:{{PLAIN}}{password}::::::"
+        fresh = self.users_path.with_suffix(".new")
+        fresh.write_text("".join(f"{line}\n" for line in lines.values()))
+        fresh.replace(self.users_path)
         written = time.time()
         time.sleep(math.floor(written) + 1 + _SECOND_MARGIN - written)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -39,6 +40,8 @@ class SmtpSink:
         self._changed = threading.Condition()
         self._controller = Controller(self, hostname=HOST, port=port)
         self._running = False
+        # Called with each message before it is answered (rolekeeper.lab.relay).
+        self.relay: Callable[[ReceivedMail], None] | None = None
 
     # aiosmtpd handler hook: runs in the controller's event-loop thread.
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -50,6 +53,8 @@ class SmtpSink:
             rcpt_tos=tuple(envelope.rcpt_tos),
             content=content,
         )
+        if self.relay is not None:
+            self.relay(mail)
         with self._changed:
             self._messages.append(mail)
             self._changed.notify_all()

@@ -21,13 +21,12 @@ from rolekeeper.store.models import Person, Role, RoleHolder, Transition, Transi
 
 DEPARTURE_STEPS = (
     "reassign",
-    "access",
     "named_mailbox",
     "queue_notices",
     "send_notices",
     "report",
 )
-ROTATION_STEPS = ("reassign", "access", "queue_notices", "send_notices", "report")
+ROTATION_STEPS = ("reassign", "queue_notices", "send_notices", "report")
 
 
 class PlanError(RolekeeperError):

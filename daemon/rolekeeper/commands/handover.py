@@ -1,0 +1,231 @@
+"""`rolekeeper depart` and `rolekeeper transitions list|show|retry|cancel|run`."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from rolekeeper.clock import as_utc, utcnow
+from rolekeeper.commands.common import (
+    actor,
+    add_json_flag,
+    emit_rows,
+    parse_when,
+    print_json,
+    settings_of,
+    store_of,
+)
+from rolekeeper.errors import NotFoundError, RolekeeperError
+from rolekeeper.notices.outbox import counts
+from rolekeeper.store.audit import record_audit
+from rolekeeper.store.db import transaction
+from rolekeeper.store.models import Notice, Person, Transition, TransitionStep
+from rolekeeper.workflows.departure import create_transition, plan_departure
+from rolekeeper.workflows.job import run_transitions_now
+
+
+def _effective(value: str) -> datetime:
+    return utcnow() if value == "now" else parse_when(value)
+
+
+def _role_pair(value: str) -> tuple[str, str]:
+    role, sep, person = value.partition("=")
+    if not sep or not role or not person:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected ROLE=PERSON")
+    return role.strip(), person.strip()
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("depart", help="hand a leaving person's roles to successors")
+    p.add_argument("person", help="named address or exact name of the person leaving")
+    p.add_argument("--successor", help="who takes every role (unless --role says otherwise)")
+    p.add_argument(
+        "--role",
+        action="append",
+        type=_role_pair,
+        default=[],
+        metavar="ROLE=PERSON",
+        help="give one role to another successor (repeatable)",
+    )
+    p.add_argument(
+        "--effective", type=_effective, default="now", help="ISO 8601 time, or now (default)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the plan, store nothing")
+    add_json_flag(p)
+    p.set_defaults(func=_depart)
+
+    group = sub.add_parser("transitions", help="departures and rotations").add_subparsers(
+        dest="action", required=True
+    )
+    p = group.add_parser("list", help="list transitions")
+    add_json_flag(p)
+    p.set_defaults(func=_list)
+    p = group.add_parser("show", help="a transition's steps and notices")
+    p.add_argument("id", type=int)
+    add_json_flag(p)
+    p.set_defaults(func=_show)
+    p = group.add_parser("retry", help="resume a parked transition")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=_retry)
+    p = group.add_parser("cancel", help="cancel a transition that has not started")
+    p.add_argument("id", type=int)
+    p.set_defaults(func=_cancel)
+    p = group.add_parser("run", help="run the transitions that are due now, then exit")
+    add_json_flag(p)
+    p.set_defaults(func=_run)
+
+
+def _depart(args: argparse.Namespace) -> int:
+    if args.successor is None and not args.role:
+        raise RolekeeperError("give --successor PERSON or --role ROLE=PERSON")
+    per_role = dict(args.role)
+    with store_of(args) as store, transaction(store.sessions) as session:
+        person, plans = plan_departure(session, args.person, args.successor, per_role)
+        plan = {
+            "person": person.named_address,
+            "effective_at": args.effective.isoformat(),
+            "roles": {p.role_key: p.successor for p in plans},
+        }
+        if args.dry_run:
+            session.rollback()
+        else:
+            transition = create_transition(
+                session, "departure", person, plans, args.effective, actor()
+            )
+            session.flush()
+            plan["transition"] = transition.id
+    if args.json:
+        print_json(plan)
+    else:
+        verb = "would hand over" if args.dry_run else "hands over"
+        print(f"{person.named_address} {verb}, from {plan['effective_at']}:")
+        for key, heir in plan["roles"].items():
+            print(f"  {key} → {heir}")
+        if not args.dry_run:
+            print(f"transition {plan['transition']}: the daemon runs it when it falls due")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    with store_of(args) as store, store.sessions() as session:
+        rows = []
+        for t in session.scalars(select(Transition).order_by(Transition.id)):
+            person = session.get(Person, t.person_id) if t.person_id else None
+            rows.append(
+                {
+                    "id": t.id,
+                    "kind": t.kind,
+                    "person": person.named_address if person else "",
+                    "effective_at": as_utc(t.effective_at).isoformat(),
+                    "status": t.status,
+                    "notices": counts(session, t.id),
+                }
+            )
+    return emit_rows(
+        args,
+        rows,
+        [
+            ("id", "ID"),
+            ("kind", "KIND"),
+            ("person", "PERSON"),
+            ("effective_at", "EFFECTIVE"),
+            ("status", "STATUS"),
+            ("notices", "NOTICES"),
+        ],
+    )
+
+
+def _show(args: argparse.Namespace) -> int:
+    with store_of(args) as store, store.sessions() as session:
+        t = session.get(Transition, args.id)
+        if t is None:
+            raise NotFoundError(f"no transition {args.id}")
+        person = session.get(Person, t.person_id) if t.person_id else None
+        steps = [
+            {
+                "step": s.name,
+                "status": s.status,
+                "attempts": s.attempts,
+                "last_error": s.last_error,
+                "detail": s.detail,
+            }
+            for s in session.scalars(
+                select(TransitionStep)
+                .where(TransitionStep.transition_id == t.id)
+                .order_by(TransitionStep.seq)
+            )
+        ]
+        unsettled = [
+            {"notice": n.id, "to": n.recipient, "status": n.status, "error": n.last_error}
+            for n in session.scalars(
+                select(Notice)
+                .where(Notice.transition_id == t.id, Notice.status.in_(("unknown", "failed")))
+                .order_by(Notice.id)
+            )
+        ]
+        data = {
+            "id": t.id,
+            "kind": t.kind,
+            "person": person.named_address if person else None,
+            "effective_at": as_utc(t.effective_at).isoformat(),
+            "status": t.status,
+            "plan": t.plan,
+            "steps": steps,
+            "notices": counts(session, t.id),
+            "needs_attention": unsettled,
+        }
+    if args.json:
+        print_json(data)
+        return 0
+    print(f"transition {t.id}: {t.kind} of {data['person']}, {data['status']}")
+    print(f"effective {data['effective_at']}; notices {data['notices']}")
+    for s in steps:
+        error = f" — {s['last_error']}" if s["last_error"] else ""
+        print(f"  {s['step']:<14} {s['status']:<8} tries {s['attempts']}{error}")
+    for n in unsettled:
+        print(f"  notice {n['notice']} to {n['to']}: {n['status']} {n['error'] or ''}")
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    with store_of(args) as store, transaction(store.sessions) as session:
+        t = session.get(Transition, args.id)
+        if t is None or t.status != "parked":
+            raise NotFoundError(f"transition {args.id} is not parked")
+        t.status = "running"
+        session.execute(
+            update(TransitionStep)
+            .where(TransitionStep.transition_id == t.id, TransitionStep.status == "parked")
+            .values(status="pending", attempts=0)
+        )
+        record_audit(session, actor(), "transition.retry", str(t.id), {})
+    print(f"transition {args.id} resumes at the next pass")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    with store_of(args) as store, transaction(store.sessions) as session:
+        t = session.get(Transition, args.id)
+        if t is None or t.status != "scheduled":
+            raise NotFoundError(f"transition {args.id} is not waiting to start")
+        t.status = "cancelled"
+        record_audit(session, actor(), "transition.cancel", str(t.id), {})
+    print(f"transition {args.id} cancelled")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    with store_of(args) as store:
+        results = run_transitions_now(store.sessions, settings)
+    if args.json:
+        print_json(results)
+    else:
+        for tid, status in results.items():
+            print(f"transition {tid}: {status}")
+        if not results:
+            print("no transition is due")
+    return 0

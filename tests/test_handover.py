@@ -1,0 +1,136 @@
+"""A departure end to end against the lab Dovecot and SMTP relay: roles reassigned, the
+named mailbox redirected and answering once, exactly one notice per contact in its own
+mailbox and language, the report with the supervisor."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from rolekeeper.cli import main
+from rolekeeper.config import Settings
+from rolekeeper.lab.dovecot import DovecotServer
+from rolekeeper.lab.relay import LmtpRelay
+from rolekeeper.store.models import Notice, Person, Role, RoleHolder, Transition, TransitionStep
+from rolekeeper.store.open import Store, open_store
+from tests.handover_org import (
+    JOURNAL,
+    LEAVER,
+    ROLES,
+    SUCCESSOR,
+    SUPERVISOR,
+    build_org,
+    handover_settings,
+)
+
+
+@pytest.fixture
+def relay(dovecot_server: DovecotServer) -> Iterator[LmtpRelay]:
+    relay = LmtpRelay("127.0.0.1", dovecot_server.lmtp_port, JOURNAL)
+    dovecot_server.smtp.relay = relay
+    yield relay
+    relay.drain()
+    dovecot_server.smtp.relay = None
+
+
+def inbox(server: DovecotServer, user: str, folder: str = "INBOX") -> list[email.message.Message]:
+    with server.imap(*server.master_login(user)) as client:
+        if not client.folder_exists(folder):
+            return []
+        client.select_folder(folder, readonly=True)
+        uids = client.search(["ALL"])
+        fetched = client.fetch(uids, ["BODY.PEEK[]"]) if uids else {}
+    return [
+        email.message_from_bytes(data[b"BODY[]"], policy=email.policy.default)
+        for data in fetched.values()
+    ]
+
+
+def run_cli(settings: Settings, *args: str) -> int:
+    return main(["--config", str(settings.source_files[0]), *args])
+
+
+def test_a_departure_end_to_end(
+    tmp_path: Path,
+    dovecot_server: DovecotServer,
+    relay: LmtpRelay,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = handover_settings(tmp_path, dovecot_server)
+    store: Store = open_store(settings)
+    try:
+        contacts, _ = build_org(tmp_path, settings, store, dovecot_server, "e2e", 300)
+        assert run_cli(settings, "depart", LEAVER, "--successor", SUCCESSOR) == 0
+        assert run_cli(settings, "transitions", "run") == 0
+        relay.drain()
+        with store.sessions() as session:
+            transition = session.scalars(select(Transition)).one()
+            steps = {
+                s.name: s.status
+                for s in session.scalars(
+                    select(TransitionStep).where(TransitionStep.transition_id == transition.id)
+                )
+            }
+            assert transition.status == "done", steps
+            statuses = list(session.scalars(select(Notice.status)))
+            holders = {
+                role: session.scalars(
+                    select(Person.named_address)
+                    .join(RoleHolder, RoleHolder.person_id == Person.id)
+                    .join(Role, Role.id == RoleHolder.role_id)
+                    .where(Role.address == role, RoleHolder.ended_at.is_(None))
+                ).all()
+                for role in ROLES
+            }
+        assert statuses == ["sent"] * len(contacts)
+        assert holders == {role: [SUCCESSOR] for role in ROLES}
+
+        # Every contact: exactly one notice, in its own language.
+        for address, language in contacts:
+            got = [m for m in inbox(dovecot_server, address) if "rk-notice-" in m["Message-ID"]]
+            assert len(got) == 1, address
+            subject = str(got[0]["Subject"])
+            assert ("с вами работает" in subject) == (language == "ru"), subject
+            assert got[0]["From"].addresses[0].addr_spec in ROLES
+            assert got[0].get_body(("html",)) is not None
+        # Copies in the roles' Sent folders, one per notice.
+        filed = sum(len(inbox(dovecot_server, role, "Sent")) for role in ROLES)
+        assert filed == len(contacts)
+        # The supervisor's report lists every client.
+        reports = [m for m in inbox(dovecot_server, SUPERVISOR) if "rk-report-" in m["Message-ID"]]
+        assert len(reports) == 1
+        text = reports[0].get_body(("plain",)).get_content()
+        assert "Client 0 e2e" in text and "Client 299 e2e" in text
+
+        # A client still writing to the leaver: the mail reaches the role, one auto-reply.
+        client, _ = contacts[1]  # manager1's client (n % 3 != 0)
+        for n in range(2):
+            dovecot_server.deliver(
+                LEAVER,
+                f"From: <{client}>\r\nTo: <{LEAVER}>\r\nSubject: order {n}\r\n"
+                f"Message-ID: <late-{n}@client>\r\n\r\nHello Ivan\r\n".encode(),
+                mail_from=client,
+            )
+        relay.drain()
+        time.sleep(0.5)
+        relay.drain()
+        at_role = [m for m in inbox(dovecot_server, ROLES[0]) if "late-" in m["Message-ID"]]
+        assert len(at_role) == 2
+        replies = [m for m in inbox(dovecot_server, client) if "rk-notice-" not in m["Message-ID"]]
+        assert len(replies) == 1, [str(m["Subject"]) for m in replies]
+        assert ROLES[0] in replies[0].get_body(("plain",)).get_content()
+
+        # Running again changes nothing and sends nothing.
+        before = len(dovecot_server.smtp.messages)
+        assert run_cli(settings, "transitions", "run") == 0
+        assert len(dovecot_server.smtp.messages) == before
+        assert run_cli(settings, "transitions", "show", str(transition.id)) == 0
+        assert "done" in capsys.readouterr().out
+    finally:
+        store.close()
