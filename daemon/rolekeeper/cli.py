@@ -20,10 +20,11 @@ from rolekeeper.commands import (
     run,
     scan,
     status,
+    telephony,
 )
 from rolekeeper.errors import ConfigError, RolekeeperError
 
-COMMAND_GROUPS = (run, check, importing, listing, status, scan, explain, jobs, demo)
+COMMAND_GROUPS = (run, check, importing, listing, status, scan, explain, jobs, demo, telephony)
 
 
 def build_parser() -> argparse.ArgumentParser:
