@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,9 +22,9 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_random_exponential,
 )
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
@@ -79,14 +79,26 @@ class SentMessage:
     error_code: int | None
 
 
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status of a Twilio error: TwilioRestException for single resources,
+    TwilioException("Unable to fetch page", response) for list pages."""
+    if isinstance(exc, TwilioRestException):
+        return int(exc.status)
+    if isinstance(exc, TwilioException) and len(exc.args) >= 2:
+        status = getattr(exc.args[1], "status_code", None)
+        return int(status) if status is not None else None
+    return None
+
+
 def rate_limited(exc: BaseException) -> bool:
-    return isinstance(exc, TwilioRestException) and exc.status == 429
+    return http_status(exc) == 429
 
 
 def outcome_unknown(exc: BaseException) -> bool:
     """A failure after which Twilio may or may not have acted."""
-    if isinstance(exc, TwilioRestException):
-        return int(exc.status) >= 500
+    status = http_status(exc)
+    if status is not None:
+        return status >= 500
     return isinstance(exc, requests.Timeout | requests.ConnectionError)
 
 
@@ -125,7 +137,7 @@ class TwilioApi:
         cfg = self.cfg
         return Retrying(
             retry=retry_if_exception(retry),
-            wait=wait_exponential_jitter(initial=cfg.retry_initial_seconds, max=30.0),
+            wait=wait_random_exponential(multiplier=cfg.retry_initial_seconds, max=30.0),
             stop=stop_after_delay(cfg.retry_seconds),
             sleep=self._sleep,
             reraise=True,
@@ -140,7 +152,7 @@ class TwilioApi:
         """Run one request: 429 always retried; 5xx/timeouts only when `idempotent`."""
         try:
             return self._retrying(transient if idempotent else rate_limited)(what)
-        except TwilioRestException as exc:
+        except TwilioException as exc:
             raise _translate(exc) from None
         except (requests.Timeout, requests.ConnectionError) as exc:
             raise TwilioUnavailable(f"Twilio did not answer: {_short(exc)}") from None
@@ -169,7 +181,7 @@ class TwilioApi:
 
         try:
             return self._retrying(outcome_unknown)(attempt)
-        except TwilioRestException as exc:
+        except TwilioException as exc:
             raise _translate(exc) from None
         except (requests.Timeout, requests.ConnectionError) as exc:
             raise TwilioUnavailable(f"Twilio did not answer: {_short(exc)}") from None
@@ -231,9 +243,11 @@ class TwilioApi:
         return _message(self._account.messages.create(**query))
 
     def recent_messages(self, *, from_: str, to: str, since: datetime) -> list[SentMessage]:
+        # Twilio filters by GMT date only ("DateSent>=YYYY-MM-DD"); the body tells ours apart.
+        day = since.astimezone(UTC).date().isoformat()
         found = self.call(
             lambda: self._account.messages.list(
-                from_=from_, to=to, date_sent_after=since, page_size=50, limit=200
+                from_=from_, to=to, date_sent_after=day, page_size=50, limit=200
             )
         )
         return [_message(m) for m in found]
@@ -263,10 +277,13 @@ def _message(instance: Any) -> SentMessage:
     )
 
 
-def _translate(exc: TwilioRestException) -> RolekeeperError:
+def _translate(exc: TwilioException) -> RolekeeperError:
+    status = http_status(exc)
     if transient(exc):
-        return TwilioUnavailable(f"Twilio kept failing: HTTP {exc.status} {_short(exc)}")
-    return TwilioRefused(int(exc.status), exc.code, str(exc.msg))
+        return TwilioUnavailable(f"Twilio kept failing: HTTP {status} {_short(exc)}")
+    if isinstance(exc, TwilioRestException):
+        return TwilioRefused(int(exc.status), exc.code, str(exc.msg))
+    return TwilioRefused(status or 0, None, _short(exc))
 
 
 def _short(exc: BaseException | None) -> str:
