@@ -548,6 +548,12 @@ class Settings(_Section):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def missing_key(settings: Settings, key: str, why: str) -> ConfigError:
+    """A key a command needs that the (valid) config does not set, as FILE: key: problem."""
+    where = f"{settings.source_files[0]}: " if settings.source_files else ""
+    return ConfigError([f"{where}{key}: {why}"])
+
+
 def config_path(explicit: str | Path | None) -> Path:
     """--config beats $ROLEKEEPER_CONFIG beats the packaged default path."""
     if explicit:

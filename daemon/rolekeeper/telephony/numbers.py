@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rolekeeper.backends.twilio import TwilioApi
 from rolekeeper.clock import utcnow
-from rolekeeper.config import Settings, TwilioSettings
+from rolekeeper.config import Settings, TwilioSettings, missing_key
 from rolekeeper.duework import JobContext, JobKind
-from rolekeeper.errors import ConfigError, NotFoundError
+from rolekeeper.errors import NotFoundError
 from rolekeeper.log import get_logger
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.db import transaction
@@ -37,9 +37,9 @@ Action = Literal["keep", "adopt", "buy", "skip"]
 def twilio_of(settings: Settings) -> TwilioSettings:
     cfg = settings.twilio
     if cfg is None:
-        raise ConfigError(["twilio: the [twilio] section is not configured"])
+        raise missing_key(settings, "twilio", "the [twilio] section is needed for telephony")
     if cfg.public_url is None:
-        raise ConfigError(["twilio.public_url: required to point numbers at the webhooks"])
+        raise missing_key(settings, "twilio.public_url", "required: the URL Twilio calls")
     return cfg
 
 

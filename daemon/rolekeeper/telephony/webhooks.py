@@ -35,7 +35,6 @@ from twilio.request_validator import RequestValidator
 from rolekeeper.clock import utcnow
 from rolekeeper.config import Settings, TwilioSettings
 from rolekeeper.domain import InvalidValue, normalise_phone
-from rolekeeper.errors import ConfigError
 from rolekeeper.log import get_logger
 from rolekeeper.store.db import transaction
 from rolekeeper.telephony import routing, twiml
@@ -78,12 +77,10 @@ Handler = Callable[[Request], str]
 
 class WebhookApp:
     def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
-        cfg = settings.twilio
-        if cfg is None or cfg.public_url is None:
-            raise ConfigError(
-                ["twilio.public_url: required for `rolekeeper webhooks` (the URL Twilio calls)"]
-            )
-        assert cfg.auth_token is not None
+        from rolekeeper.telephony.numbers import twilio_of
+
+        cfg = twilio_of(settings)
+        assert cfg.auth_token is not None and cfg.public_url is not None
         self.settings = settings
         self.cfg: TwilioSettings = cfg
         self.public_url = cfg.public_url
