@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from rolekeeper.domain import HolderKind
@@ -37,41 +37,44 @@ class Caller:
     role_id: int | None
 
 
+# Built once: composing a statement costs more than running it on a webhook's hot path.
+_ROUTE = (
+    select(Role.id, Role.key, Role.name, Role.address, Role.number, Person.name, Person.work_phone)
+    .outerjoin(
+        RoleHolder,
+        (RoleHolder.role_id == Role.id)
+        & RoleHolder.ended_at.is_(None)
+        & (RoleHolder.kind == HolderKind.HOLDER),
+    )
+    .outerjoin(Person, (Person.id == RoleHolder.person_id) & Person.active)
+)
+_ROUTE_BY_NUMBER = _ROUTE.where(Role.number == bindparam("value")).limit(1)
+_ROUTE_BY_KEY = _ROUTE.where(Role.key == bindparam("value")).limit(1)
+_CALLER = (
+    select(Client.name, Contact.name, Client.role_id)
+    .join(Contact, Contact.client_id == Client.id)
+    .where(Contact.phone == bindparam("number"), Contact.removed_at.is_(None))
+    .order_by(Client.id)
+    .limit(1)
+)
+
+
 def role_route(
     session: Session, *, number: str | None = None, key: str | None = None
 ) -> RoleRoute | None:
     """The role owning `number` (or named `key`) with its current holder, if any."""
-    query = (
-        select(Role, Person)
-        .outerjoin(
-            RoleHolder,
-            (RoleHolder.role_id == Role.id)
-            & RoleHolder.ended_at.is_(None)
-            & (RoleHolder.kind == HolderKind.HOLDER),
-        )
-        .outerjoin(Person, (Person.id == RoleHolder.person_id) & Person.active)
-    )
     if number is not None:
-        query = query.where(Role.number == number)
+        row = session.execute(_ROUTE_BY_NUMBER, {"value": number}).first()
     elif key is not None:
-        query = query.where(Role.key == key)
+        row = session.execute(_ROUTE_BY_KEY, {"value": key}).first()
     else:
         raise ValueError("give number or key")
-    row = session.execute(query.limit(1)).first()
     if row is None:
         return None
-    role, person = row
-    if role.number is None:
+    role_id, role_key, name, address, role_number, holder_name, holder_phone = row
+    if role_number is None:
         return None
-    return RoleRoute(
-        role_id=role.id,
-        key=role.key,
-        name=role.name,
-        address=role.address,
-        number=role.number,
-        holder_name=person.name if person else None,
-        holder_phone=person.work_phone if person else None,
-    )
+    return RoleRoute(role_id, role_key, name, address, role_number, holder_name, holder_phone)
 
 
 def all_role_routes(session: Session) -> list[RoleRoute]:
@@ -81,13 +84,7 @@ def all_role_routes(session: Session) -> list[RoleRoute]:
 
 def caller(session: Session, number: str) -> Caller | None:
     """The directory contact calling from `number` (contacts still in the CRM only)."""
-    row = session.execute(
-        select(Client.name, Contact.name, Client.role_id)
-        .join(Contact, Contact.client_id == Client.id)
-        .where(Contact.phone == number, Contact.removed_at.is_(None))
-        .order_by(Client.id)
-        .limit(1)
-    ).first()
+    row = session.execute(_CALLER, {"number": number}).first()
     return Caller(row[0], row[1], row[2]) if row else None
 
 
