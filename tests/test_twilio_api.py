@@ -270,3 +270,15 @@ def test_undelivered_30034_is_reported_final(
     result = notice_sms_delivery(api, sid)
     assert (result.status, result.error_code, result.final) == ("refused", 30034, True)
     assert "A2P 10DLC" in result.detail
+
+
+def test_check_connect_probes_twilio_through_the_same_client(
+    settings: Settings, twilio_proxy: TwilioProxy
+) -> None:
+    from rolekeeper.backends.probe import probe_twilio
+
+    assert settings.twilio is not None
+    result = probe_twilio(settings.twilio)
+    assert result.ok, result.detail
+    (fetch,) = twilio_proxy.calls("GET", rf"/Accounts/{ACCOUNT}\.json$")
+    assert fetch.passed
