@@ -282,3 +282,39 @@ def test_check_connect_probes_twilio_through_the_same_client(
     assert result.ok, result.detail
     (fetch,) = twilio_proxy.calls("GET", rf"/Accounts/{ACCOUNT}\.json$")
     assert fetch.passed
+
+
+def test_the_recurring_reconcile_job_repairs_drift(
+    api: TwilioApi, settings: Settings, store: Store, fake: FakeNumbers
+) -> None:
+    from rolekeeper.clock import utcnow
+    from rolekeeper.duework import JobContext
+    from rolekeeper.jobkinds import job_kinds
+
+    kind = job_kinds()[numbers.RECONCILE_JOB]
+    assert kind.recurring and kind.every is not None
+    assert kind.every(settings).total_seconds() == 15 * 60
+    numbers.provision(api, settings, store.sessions, ["sales2"])
+    sid = "PN" + "2" * 32
+    fake.numbers[sid]["voice_url"] = "https://hand-edited.example/voice"
+    now = utcnow()
+    kind.handler(JobContext(1, kind.name, "", {}, now, now, settings, store.sessions))
+    assert fake.numbers[sid]["voice_url"] == f"{PUBLIC}/voice"
+
+
+@pytest.mark.postgres
+def test_provision_on_postgresql(
+    tmp_path: Path, pg_url: str, twilio_proxy: TwilioProxy, fake: FakeNumbers
+) -> None:
+    pg = twilio_settings(tmp_path, api_base=twilio_proxy.url)
+    pg = pg.model_copy(update={"database": pg.database.model_copy(update={"url": pg_url})})
+    store = open_store(pg)
+    try:
+        make_org(store)
+        assert pg.twilio is not None
+        items = numbers.provision(TwilioApi(pg.twilio), pg, store.sessions)
+        assert sorted(i.action for i in items) == ["adopt", "buy", "skip"]
+        with store.sessions() as session:
+            assert len(session.scalars(select(TwilioNumber)).all()) == 2
+    finally:
+        store.close()
