@@ -318,3 +318,18 @@ def test_provision_on_postgresql(
             assert len(session.scalars(select(TwilioNumber)).all()) == 2
     finally:
         store.close()
+
+
+def test_the_access_number_is_pointed_at_the_voice_webhook(
+    api: TwilioApi, settings: Settings, store: Store, fake: FakeNumbers, twilio_proxy: TwilioProxy
+) -> None:
+    from tests.twilio_support import ACCESS
+
+    fake.add("PN" + "a" * 32, ACCESS, voice_url="https://old.example/voice")
+    states = {s.role: s for s in numbers.reconcile(api, settings, store.sessions)}
+    assert states["(access)"].changes == {
+        "friendly_name": numbers.ACCESS_NAME,
+        "voice_url": f"{PUBLIC}/voice",
+    }
+    assert fake.numbers["PN" + "a" * 32]["voice_url"] == f"{PUBLIC}/voice"
+    twilio_proxy.assert_all_valid()

@@ -248,7 +248,32 @@ def reconcile(
             if not dry_run:
                 _record(sessions, key, sid, changes, actor)
         states.append(NumberState(key, number, sid, changes, written))
+    if api is not None and roles is None and cfg.webhooks.access_number is not None:
+        states += _reconcile_access(api, cfg, cfg.webhooks.access_number, dry_run=dry_run)
     return states
+
+
+ACCESS_NAME = "rolekeeper access number"
+
+
+def _reconcile_access(
+    api: TwilioApi, cfg: TwilioSettings, number: str, *, dry_run: bool
+) -> list[NumberState]:
+    """The access number answers on the same voice webhook (it tells itself apart by To)."""
+    found = api.list_numbers(number)
+    if not found:
+        log.warning("the access number is not on this Twilio account", number=number)
+        return []
+    wanted = {
+        "friendly_name": ACCESS_NAME,
+        "voice_url": f"{cfg.public_url}/voice",
+        "voice_method": "POST",
+    }
+    changes = {k: v for k, v in wanted.items() if found[0].settings.get(k) != v}
+    if changes and not dry_run:
+        api.update_number(found[0].sid, changes)
+        log.warning("access number drifted, repaired", fields=sorted(changes))
+    return [NumberState("(access)", number, found[0].sid, changes)]
 
 
 def _record(
