@@ -121,3 +121,13 @@ def test_webhooks_command_serves_until_terminated(tmp_path: Path) -> None:
         # uvicorn finishes in-flight requests, then re-raises SIGTERM: systemd counts a
         # death by SIGTERM as a clean stop.
         assert process.wait(10) in (0, -signal.SIGTERM)
+
+
+def test_an_inline_pin_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    with config.open("a", encoding="utf-8") as out:
+        out.write('[twilio.webhooks]\npin = "4711"\n')
+    assert main(["--config", str(config), "check"]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: twilio.webhooks.pin: secrets are not accepted in the config text" in err
+    assert "4711" not in err

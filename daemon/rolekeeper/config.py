@@ -34,7 +34,9 @@ CONFIG_ENV = "ROLEKEEPER_CONFIG"
 
 # Keys that would hold a secret in clear text; the text of a config file is often world-
 # readable, copied into tickets and kept in git, so these are refused outright.
-_SECRET_KEYS = frozenset({"password", "auth_token", "token", "secret", "api_key", "client_secret"})
+_SECRET_KEYS = frozenset(
+    {"password", "auth_token", "token", "secret", "api_key", "client_secret", "pin"}
+)
 
 
 def _domain_list(value: tuple[str, ...]) -> tuple[str, ...]:
