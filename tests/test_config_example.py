@@ -58,6 +58,13 @@ EXAMPLE_NOT_DEFAULT = {
     ("watch", "journal_mailbox"),
     ("watch", "extra_mailboxes"),
     ("actions", "from_address"),
+    ("twilio", "public_url"),
+    ("twilio", "messaging_service_sid"),
+    ("twilio", "team_line"),
+    ("twilio", "numbers", "area_code"),
+    ("twilio", "numbers", "adopt"),
+    ("twilio", "webhooks", "access_number"),
+    ("twilio", "fallback", "url"),
 }
 IMPORT_FIELDS = {"people": PEOPLE_FIELDS, "roles": ROLE_FIELDS, "clients": CLIENT_FIELDS}
 
@@ -173,7 +180,9 @@ def _with_real_files(text: str, where: Path) -> str:
             table = tuple(match[1].split("."))
         elif match := FILE_OPTION.match(line):
             path = where / f"{'.'.join(table)}.{match[1]}"
-            path.write_text(f"secret-{'.'.join(table)}\n", encoding="utf-8")
+            # A PIN is digits (a caller types it); every other secret is any text.
+            secret = "4711" if match[1] == "pin_file" else f"secret-{'.'.join(table)}"
+            path.write_text(f"{secret}\n", encoding="utf-8")
             line = f"{match[1]} = {json.dumps(str(path))}"
         out.append(line)
     return "\n".join(out) + "\n"
@@ -297,7 +306,8 @@ def test_every_alternative_uncommented_loads(
     creds.mkdir()
     for line in text.splitlines():
         if match := CREDENTIAL_OPTION.match(line):
-            (creds / match[2]).write_text(f"secret-{match[2]}\n", encoding="utf-8")
+            secret = "4711" if match[2].endswith("-pin") else f"secret-{match[2]}"
+            (creds / match[2]).write_text(f"{secret}\n", encoding="utf-8")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     settings = load_settings(_write_config(tmp_path / "etc", text))
     assert settings.database.url.startswith("postgresql://")

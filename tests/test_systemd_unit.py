@@ -12,9 +12,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UNIT_PATH = REPO_ROOT / "systemd" / "rolekeeper.service"
+WEBHOOKS_UNIT_PATH = REPO_ROOT / "systemd" / "rolekeeper-webhooks.service"
 MAX_EXPOSURE = 2.0
 
-_EXPOSURE_RE = re.compile(r"Overall exposure level for rolekeeper\.service:\s*(\d+(?:\.\d+)?)")
+_EXPOSURE_RE = re.compile(r"Overall exposure level for [\w-]+\.service:\s*(\d+(?:\.\d+)?)")
 
 UnitSections = dict[str, dict[str, list[str]]]
 
@@ -58,10 +59,11 @@ def _require_systemd_analyze() -> str:
     return exe
 
 
-def test_security_exposure_is_ok() -> None:
+@pytest.mark.parametrize("unit", [UNIT_PATH, WEBHOOKS_UNIT_PATH], ids=lambda p: p.name)
+def test_security_exposure_is_ok(unit: Path) -> None:
     exe = _require_systemd_analyze()
     result = subprocess.run(
-        [exe, "security", "--offline=yes", str(UNIT_PATH)],
+        [exe, "security", "--offline=yes", str(unit)],
         capture_output=True,
         text=True,
         check=False,
@@ -100,6 +102,22 @@ def test_key_directives_present() -> None:
         "database-password",
     } <= credential_ids
 
+    assert unit["Install"].get("WantedBy") == ["multi-user.target"]
+
+
+def test_webhooks_unit_shares_the_daemons_user_and_store() -> None:
+    unit = parse_unit(WEBHOOKS_UNIT_PATH.read_text(encoding="utf-8"))
+    service = unit["Service"]
+    assert service.get("Type") == ["exec"]
+    (exec_start,) = service["ExecStart"]
+    assert exec_start.startswith("/opt/rolekeeper/venv/bin/rolekeeper ")
+    assert exec_start.endswith(" webhooks")
+    # The same dynamic user as rolekeeper.service (named after that unit), the same store.
+    assert service.get("DynamicUser") == ["yes"]
+    assert service.get("User") == ["rolekeeper"]
+    assert service.get("StateDirectory") == ["rolekeeper"]
+    credential_ids = {value.partition(":")[0] for value in service.get("LoadCredential", [])}
+    assert {"twilio-auth-token", "twilio-access-pin"} <= credential_ids
     assert unit["Install"].get("WantedBy") == ["multi-user.target"]
 
 

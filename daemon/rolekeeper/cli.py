@@ -21,10 +21,23 @@ from rolekeeper.commands import (
     run,
     scan,
     status,
+    telephony,
 )
 from rolekeeper.errors import ConfigError, RolekeeperError
 
-COMMAND_GROUPS = (run, check, importing, listing, status, scan, explain, jobs, handover, demo)
+COMMAND_GROUPS = (
+    run,
+    check,
+    importing,
+    listing,
+    status,
+    scan,
+    explain,
+    jobs,
+    handover,
+    telephony,
+    demo,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,7 +34,9 @@ CONFIG_ENV = "ROLEKEEPER_CONFIG"
 
 # Keys that would hold a secret in clear text; the text of a config file is often world-
 # readable, copied into tickets and kept in git, so these are refused outright.
-_SECRET_KEYS = frozenset({"password", "auth_token", "token", "secret", "api_key", "client_secret"})
+_SECRET_KEYS = frozenset(
+    {"password", "auth_token", "token", "secret", "api_key", "client_secret", "pin"}
+)
 
 
 def _domain_list(value: tuple[str, ...]) -> tuple[str, ...]:
@@ -230,6 +232,95 @@ class ExchangeSettings(SecretRef):
         return value
 
 
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+def _e164(value: str | None) -> str | None:
+    if value is not None and not _E164.fullmatch(value):
+        raise ValueError(f"{value!r} is not a number in E.164 form (+ and country code)")
+    return value
+
+
+def _base_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+        raise ValueError(f"{value!r} is not an http(s) URL without query or fragment")
+    return value.rstrip("/")
+
+
+class TwilioNumbersSettings(_Section):
+    """How `rolekeeper roles provision` finds numbers for roles that lack one."""
+
+    # ISO country of the numbers to buy, e.g. "US", "GB".
+    country: str = Field(default="US", pattern=r"^[A-Z]{2}$")
+    # Local numbers only in this area code (US and Canada); unset: any.
+    area_code: int | None = Field(default=None, ge=200, le=999)
+    # What a role number must be able to do.
+    capabilities: tuple[Literal["voice", "sms", "mms"], ...] = ("voice", "sms")
+    # Numbers already on the account to adopt instead of buying: role key -> E.164 number.
+    adopt: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("adopt")
+    @classmethod
+    def _adopt(cls, value: dict[str, str]) -> dict[str, str]:
+        for number in value.values():
+            _e164(number)
+        return value
+
+
+class TwilioWebhooksSettings(_Section):
+    """The `rolekeeper webhooks` service that answers Twilio's voice and messaging requests."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: Port = 8089
+    # Seconds the holder's phone rings before the call goes to the role voicemail.
+    ring_seconds: int = Field(default=20, ge=5, le=120)
+    # Whisper the caller's name to the holder and ask for 1 before connecting.
+    screen: bool = True
+    # Longest voicemail, in seconds.
+    voicemail_max_seconds: int = Field(default=120, ge=10, le=3600)
+    # Ask Twilio to transcribe voicemail (English only at Twilio); the mail carries the text.
+    transcribe: bool = False
+    # Language and voice of spoken prompts (<Say language=…>).
+    language: str = Field(default="en-US", pattern=r"^[a-z]{2}-[A-Z]{2}$")
+    # The Twilio number holders call to reach clients through their role number; unset: off.
+    access_number: str | None = None
+    # The PIN the access number asks for (digits); a file or a systemd credential.
+    pin_file: Path | None = None
+    pin_credential: str | None = None
+    pin: SecretStr | None = Field(default=None, exclude=True, repr=False)
+
+    _number = field_validator("access_number")(lambda value: _e164(value))
+
+    @model_validator(mode="after")
+    def _resolve_pin(self) -> Self:
+        if self.pin_file is None and self.pin_credential is None:
+            if self.access_number is not None:
+                raise ValueError("access_number needs pin_file or pin_credential")
+            return self
+        ref = SecretRef(password_file=self.pin_file, password_credential=self.pin_credential)
+        assert ref.password is not None
+        pin = ref.password.get_secret_value().strip()
+        if not re.fullmatch(r"[0-9]{4,12}", pin):
+            raise ValueError("the PIN must be 4 to 12 digits")
+        object.__setattr__(self, "pin", SecretStr(pin))
+        return self
+
+
+class TwilioFallbackSettings(_Section):
+    """Static TwiML each number falls back to when the webhooks do not answer."""
+
+    # Where it is published: a directory a web server serves, or Twilio Serverless assets.
+    publish: Literal["file"] = "file"
+    # The directory the files are written to (one per number, replaced atomically).
+    directory: Path = Field(default="/var/lib/rolekeeper/fallback-twiml", validate_default=True)
+    # The public URL of that directory; unset: numbers get no fallback URL.
+    url: str | None = None
+
+    _url = field_validator("url")(lambda value: _base_url(value))
+
+
 class TwilioSettings(_Section):
     account_sid: str
     auth_token_file: Path | None = None
@@ -237,12 +328,37 @@ class TwilioSettings(_Section):
     auth_token: SecretStr | None = Field(default=None, exclude=True, repr=False)
     api_base: str | None = None  # only for test doubles; Twilio's own hosts otherwise
     verify_tls: bool = True
+    # Seconds to wait for one API answer, and how long to keep retrying (429, 5xx, timeouts).
+    timeout_seconds: float = Field(default=15.0, gt=0)
+    retry_seconds: float = Field(default=120.0, ge=0)
+    retry_initial_seconds: float = Field(default=1.0, gt=0)
+    # The public URL of `rolekeeper webhooks` as Twilio reaches it (through a reverse proxy).
+    public_url: str | None = None
+    # Messaging Service the SMS notices go through (with the role number as sender).
+    messaging_service_sid: str | None = None
+    # The team line calls go to when a role has no holder (and in the fallback TwiML).
+    team_line: str | None = None
+    # Minutes between reconciler passes over the numbers' settings.
+    reconcile_minutes: float = Field(default=15.0, gt=0)
+    numbers: TwilioNumbersSettings = TwilioNumbersSettings()
+    webhooks: TwilioWebhooksSettings = TwilioWebhooksSettings()
+    fallback: TwilioFallbackSettings = TwilioFallbackSettings()
+
+    _public = field_validator("public_url")(lambda value: _base_url(value))
+    _team = field_validator("team_line")(lambda value: _e164(value))
 
     @field_validator("account_sid")
     @classmethod
     def _sid(cls, value: str) -> str:
         if not re.fullmatch(r"AC[0-9a-fA-F]{32}", value):
             raise ValueError("expected an Account SID: AC followed by 32 hex digits")
+        return value
+
+    @field_validator("messaging_service_sid")
+    @classmethod
+    def _mg(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"MG[0-9a-fA-F]{32}", value):
+            raise ValueError("expected a Messaging Service SID: MG followed by 32 hex digits")
         return value
 
     @model_validator(mode="after")
@@ -460,6 +576,12 @@ class Settings(_Section):
     source_files: tuple[Path, ...] = Field(default=(), exclude=True)
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def missing_key(settings: Settings, key: str, why: str) -> ConfigError:
+    """A key a command needs that the (valid) config does not set, as FILE: key: problem."""
+    where = f"{settings.source_files[0]}: " if settings.source_files else ""
+    return ConfigError([f"{where}{key}: {why}"])
 
 
 def config_path(explicit: str | Path | None) -> Path:

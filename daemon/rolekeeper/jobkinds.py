@@ -9,6 +9,8 @@ from rolekeeper.actions import ALERT, DIGEST, NUDGE, PLAN, REDIRECTS
 from rolekeeper.duework import JobContext, JobKind
 from rolekeeper.maintenance import PURGE
 from rolekeeper.quietwatch import QUIET
+from rolekeeper.telephony.mailcopy import MAIL as TELEPHONY_MAIL
+from rolekeeper.telephony.numbers import RECONCILE as TELEPHONY_RECONCILE
 from rolekeeper.testhooks import TEST_HOOKS_ENV
 from rolekeeper.workflows.job import TRANSITIONS
 
@@ -19,7 +21,18 @@ def _test_sleep(ctx: JobContext) -> None:
 
 
 def job_kinds() -> dict[str, JobKind]:
-    kinds = [PURGE, PLAN, ALERT, REDIRECTS, DIGEST, NUDGE, QUIET, TRANSITIONS]
+    kinds = [
+        PURGE,
+        PLAN,
+        ALERT,
+        REDIRECTS,
+        DIGEST,
+        NUDGE,
+        QUIET,
+        TELEPHONY_MAIL,
+        TELEPHONY_RECONCILE,
+        TRANSITIONS,
+    ]
     if os.environ.get(TEST_HOOKS_ENV) == "1":
         kinds.append(JobKind("test.sleep", _test_sleep))
     return {kind.name: kind for kind in kinds}

@@ -147,13 +147,13 @@ def probe_exchange(cfg: ExchangeSettings) -> ProbeResult:
 
 
 def probe_twilio(cfg: TwilioSettings) -> ProbeResult:
-    from twilio.rest import Client
+    from rolekeeper.backends.twilio import TwilioApi
 
     target = cfg.api_base or "api.twilio.com"
     try:
-        client = Client(cfg.account_sid, _secret(cfg.auth_token))
-        if cfg.api_base:
-            client.api.base_url = cfg.api_base
+        # The daemon's own client (timeout, TLS setting, test-double host), without retries:
+        # a probe reports the first failure.
+        client = TwilioApi(cfg).client
         account = client.api.v2010.accounts(cfg.account_sid).fetch()
     except Exception as exc:  # noqa: BLE001
         return ProbeResult("twilio", target, False, _explain(exc))

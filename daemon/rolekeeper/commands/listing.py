@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rolekeeper.commands import candidates
+from rolekeeper.commands import candidates, telephony
 from rolekeeper.commands.common import add_json_flag, emit_rows, store_of
 from rolekeeper.directory import queries
 from rolekeeper.domain import Segment
@@ -17,6 +17,7 @@ def register(sub: Any) -> None:
     )
     add_json_flag(p := roles.add_parser("list", help="list roles with their current holder"))
     p.set_defaults(func=_roles)
+    telephony.register_roles(roles)
 
     people = sub.add_parser("people", help="employees").add_subparsers(dest="action", required=True)
     add_json_flag(p := people.add_parser("list", help="list people and the roles they hold"))

@@ -382,3 +382,19 @@ class Nudge(Base):
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"))
     message_id: Mapped[str] = mapped_column(String(255), unique=True)
     sent_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class TwilioNumber(Base):
+    """A role's number on Twilio, bought or adopted by `roles provision`. Never released by
+    rolekeeper: a number given up is lost to the role's clients for good."""
+
+    __tablename__ = "twilio_numbers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id"), unique=True)
+    sid: Mapped[str] = mapped_column(String(34), unique=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)
+    adopted: Mapped[bool] = mapped_column(Boolean, default=False)
+    provisioned_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    # The last pass that found (or made) the number's settings equal to the desired ones.
+    reconciled_at: Mapped[datetime | None] = mapped_column(Timestamp)

@@ -1,0 +1,133 @@
+"""`rolekeeper roles provision|numbers` and `rolekeeper webhooks` as an admin runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from rolekeeper.cli import main
+from rolekeeper.lab.ports import free_port
+from rolekeeper.store.open import open_store
+from tests.servers.prism import TwilioProxy
+from tests.twilio_support import ACCOUNT, FakeNumbers, make_org, twilio_settings
+
+
+def write_config(tmp_path: Path, api_base: str, **twilio: str) -> Path:
+    settings = twilio_settings(tmp_path, api_base=api_base)
+    assert settings.twilio is not None
+    lines = [
+        "[organisation]",
+        'domains = ["acme.example"]',
+        'default_region = "US"',
+        "[database]",
+        f'url = "{settings.database.url}"',
+        "[twilio]",
+        f'account_sid = "{ACCOUNT}"',
+        f'auth_token_file = "{settings.twilio.auth_token_file}"',
+        f'api_base = "{api_base}"',
+        "timeout_seconds = 0.5",
+        "retry_initial_seconds = 0.02",
+        *(f'{key} = "{value}"' for key, value in twilio.items()),
+        "[twilio.fallback]",
+        f'directory = "{tmp_path / "fallback"}"',
+    ]
+    path = tmp_path / "rolekeeper.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    store = open_store(settings)
+    make_org(store)
+    store.close()
+    return path
+
+
+def test_provision_dry_run_prints_the_plan(
+    tmp_path: Path, twilio_proxy: TwilioProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    FakeNumbers().install(twilio_proxy)
+    config = write_config(tmp_path, twilio_proxy.url, public_url="https://hooks.example.com/tw")
+    code = main(["--config", str(config), "roles", "provision", "--dry-run", "--json", "sales1"])
+    assert code == 0
+    (item,) = json.loads(capsys.readouterr().out)
+    assert item == {
+        "role": "sales1",
+        "action": "buy",
+        "number": "+18089251571",
+        "sid": None,
+        "detail": "",
+    }
+    assert not [r for r in twilio_proxy.records if r.method == "POST"]
+
+    assert main(["--config", str(config), "roles", "provision", "--dry-run", "nosuch"]) == 4
+
+
+def test_provision_without_public_url_names_the_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    assert main(["--config", str(config), "roles", "provision"]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: twilio.public_url: required" in err
+
+
+def test_bad_telephony_config_is_reported_by_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9", team_line="555-0100")
+    assert main(["--config", str(config), "check"]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: twilio.team_line: '555-0100' is not a number in E.164 form" in err
+
+
+def test_webhooks_command_serves_until_terminated(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9", public_url="https://hooks.example.com/tw")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rolekeeper",
+            "--config",
+            str(config),
+            "webhooks",
+            "--port",
+            str(port),
+        ],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except requests.ConnectionError:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert response.text == "ok\n"
+        unsigned = requests.post(f"http://127.0.0.1:{port}/voice", data={"To": "+1"}, timeout=2)
+        assert unsigned.status_code == 403
+    finally:
+        process.terminate()
+        # uvicorn finishes in-flight requests, then re-raises SIGTERM: systemd counts a
+        # death by SIGTERM as a clean stop.
+        assert process.wait(10) in (0, -signal.SIGTERM)
+
+
+def test_an_inline_pin_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    with config.open("a", encoding="utf-8") as out:
+        out.write('[twilio.webhooks]\npin = "4711"\n')
+    assert main(["--config", str(config), "check"]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: twilio.webhooks.pin: secrets are not accepted in the config text" in err
+    assert "4711" not in err
