@@ -83,6 +83,7 @@ def settle(
             .join(Role, Role.id == Notice.role_id)
             .where(
                 Notice.transition_id == transition_id,
+                Notice.channel == "mail",
                 Notice.status.in_(("sending", "accepted")),
             )
         ).all()
@@ -174,13 +175,20 @@ def send_pending(
 
 
 def _ids(
-    sessions: sessionmaker[Session], transition_id: int, states: tuple[str, ...]
+    sessions: sessionmaker[Session],
+    transition_id: int,
+    states: tuple[str, ...],
+    channel: str = "mail",
 ) -> Iterator[int]:
     with sessions() as session:
         ids = list(
             session.scalars(
                 select(Notice.id)
-                .where(Notice.transition_id == transition_id, Notice.status.in_(states))
+                .where(
+                    Notice.transition_id == transition_id,
+                    Notice.channel == channel,
+                    Notice.status.in_(states),
+                )
                 .order_by(Notice.id)
             )
         )
@@ -213,3 +221,60 @@ def counts(session: Session, transition_id: int) -> dict[str, int]:
         .group_by(Notice.status)
     ).all()
     return {status: int(n) for status, n in rows}
+
+
+def send_sms_pending(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    api: Any,
+    transition_id: int,
+    text: Callable[[Session, Notice], str],
+    clock: Callable[[], datetime],
+) -> OutboxReport:
+    """SMS notices: Twilio's Messages API has no idempotency key, so a notice whose outcome
+    is unknown (a crash or a lost answer while "sending") is sent with check_first, which
+    lists the role number's recent messages to the contact before sending again."""
+    from rolekeeper.telephony.sms import send_notice_sms
+
+    report = OutboxReport()
+    for notice_id in _ids(sessions, transition_id, ("queued", "sending"), channel="sms"):
+        with sessions() as session:
+            notice = session.get_one(Notice, notice_id)
+            role = session.get_one(Role, notice.role_id)
+            body = text(session, notice)
+            unsure = notice.status == "sending"
+            since = notice.sending_at or clock()
+        if role.number is None or notice.recipient is None:
+            _set(sessions, notice_id, "failed", clock(), "the role has no number")
+            report.failed += 1
+            continue
+        with transaction(sessions) as session:
+            session.execute(
+                update(Notice)
+                .where(Notice.id == notice_id)
+                .values(
+                    status="sending",
+                    sending_at=since if unsure else clock(),
+                    attempts=Notice.attempts + 1,
+                )
+            )
+        crash_point("sms.sending")
+        result = send_notice_sms(
+            api,
+            role_number=role.number,
+            to=notice.recipient,
+            body=body,
+            since=since - timedelta(minutes=5),
+            check_first=unsure,
+            messaging_service_sid=settings.twilio.messaging_service_sid
+            if settings.twilio
+            else None,
+        )
+        if result.status == "refused":
+            _set(sessions, notice_id, "failed", clock(), f"{result.error_code} {result.detail}")
+            report.failed += 1
+            report.problems.append(f"{notice.recipient}: {result.error_code} {result.detail}")
+        else:
+            _set(sessions, notice_id, "sent", clock())
+            report.sent += 1
+    return report

@@ -21,12 +21,13 @@ from rolekeeper.store.models import Person, Role, RoleHolder, Transition, Transi
 
 DEPARTURE_STEPS = (
     "reassign",
+    "phones",
     "named_mailbox",
     "queue_notices",
     "send_notices",
     "report",
 )
-ROTATION_STEPS = ("reassign", "queue_notices", "send_notices", "report")
+ROTATION_STEPS = ("reassign", "phones", "queue_notices", "send_notices", "report")
 
 
 class PlanError(RolekeeperError):

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from rolekeeper.backends.imap import ImapSource
 from rolekeeper.backends.smtp import SmtpSender
+from rolekeeper.backends.twilio import TwilioApi
 from rolekeeper.domain import pretty_number
 from rolekeeper.errors import RolekeeperError
 from rolekeeper.namedbox import ensure_filters
@@ -29,6 +30,7 @@ from rolekeeper.store.models import (
     RoleHolder,
 )
 from rolekeeper.store.upsert import insert_ignore
+from rolekeeper.telephony.numbers import reroute
 from rolekeeper.workflows.engine import NotYet, Step, StepContext
 from rolekeeper.workflows.report import send_report
 
@@ -144,41 +146,56 @@ def recipients(session: Session, ctx: StepContext) -> list[tuple[Contact, int]]:
                 clients.setdefault(client_id, role_id)
     contacts = session.scalars(
         select(Contact)
-        .where(
-            Contact.client_id.in_(list(clients)),
-            Contact.removed_at.is_(None),
-            Contact.email.is_not(None),
-        )
+        .where(Contact.client_id.in_(list(clients)), Contact.removed_at.is_(None))
         .order_by(Contact.id)
     )
     return [(contact, clients[contact.client_id]) for contact in contacts]
 
 
+def channel_of(contact: Contact) -> tuple[str, str] | None:
+    """Mail where there is an address; an SMS where the CRM says the only number is a
+    mobile (phonenumbers cannot tell US mobiles from landlines); else nothing to send."""
+    if contact.email:
+        return "mail", contact.email
+    if contact.phone and contact.is_mobile:
+        return "sms", contact.phone
+    return None
+
+
 def queue_notices(ctx: StepContext) -> dict[str, Any]:
     with ctx.sessions() as session:
         rows = []
+        unreachable = 0
         for contact, role_id in recipients(session, ctx):
             role = session.get_one(Role, role_id)
             domain = role.address.rpartition("@")[2]
+            found = channel_of(contact)
+            if found is None:
+                unreachable += 1
+                continue
+            channel, recipient = found
+            if channel == "sms" and ctx.settings.twilio is None:
+                unreachable += 1
+                continue
             rows.append(
                 {
                     "transition_id": ctx.transition_id,
                     "contact_id": contact.id,
-                    "channel": "mail",
+                    "channel": channel,
                     "message_id": outbox.notice_message_id(
-                        ctx.transition_id, contact.id, "mail", domain
+                        ctx.transition_id, contact.id, channel, domain
                     ),
                     "status": "queued",
                     "attempts": 0,
                     "role_id": role_id,
-                    "recipient": contact.email,
+                    "recipient": recipient,
                     "language": contact.language,
                     "updated_at": ctx.now(),
                 }
             )
     with transaction(ctx.sessions) as session:
         new = insert_ignore(session, table_of(Notice), rows)
-    return {"contacts": len(rows), "queued": new}
+    return {"contacts": len(rows) + unreachable, "queued": new, "unreachable": unreachable}
 
 
 def notice_context(session: Session, ctx: StepContext, notice: Notice) -> dict[str, Any]:
@@ -226,6 +243,27 @@ def build_notice(ctx: StepContext, templates: Templates) -> Any:
     return build
 
 
+def sms_text(ctx: StepContext, templates: Templates) -> Any:
+    def text(session: Session, notice: Notice) -> str:
+        context = notice_context(session, ctx, notice)
+        language = notice.language or ctx.settings.import_.clients.default_language
+        return templates.render("transition_sms", language, **context)[1].strip()
+
+    return text
+
+
+def phones(ctx: StepContext) -> dict[str, Any]:
+    """Role numbers follow the new holders: calls at once (the webhooks read the store),
+    the fallback TwiML rewritten and the numbers' settings checked on Twilio."""
+    if ctx.settings.twilio is None:
+        return {"phones": "no [twilio] configured"}
+    api = TwilioApi(ctx.settings.twilio)
+    with ctx.sessions() as session:
+        keys = [role.key for role, _ in plan_roles(session, ctx)]
+    states = {key: len(reroute(ctx.settings, ctx.sessions, key, api)) for key in keys}
+    return {"rerouted": states}
+
+
 def send_notices(ctx: StepContext) -> dict[str, Any]:
     templates = Templates(ctx.settings.handover.templates_dir)
     report = outbox.send_pending(
@@ -237,6 +275,16 @@ def send_notices(ctx: StepContext) -> dict[str, Any]:
         build_notice(ctx, templates),
         ctx.now,
     )
+    if ctx.settings.twilio is not None:
+        sms = outbox.send_sms_pending(
+            ctx.sessions,
+            ctx.settings,
+            TwilioApi(ctx.settings.twilio),
+            ctx.transition_id,
+            sms_text(ctx, templates),
+            ctx.now,
+        )
+        report.problems += sms.problems
     with ctx.sessions() as session:
         counts = outbox.counts(session, ctx.transition_id)
     if report.waiting:
@@ -251,6 +299,7 @@ def report(ctx: StepContext) -> dict[str, Any]:
 def steps() -> dict[str, Step]:
     return {
         "reassign": reassign,
+        "phones": phones,
         "named_mailbox": named_mailbox,
         "queue_notices": queue_notices,
         "send_notices": send_notices,
