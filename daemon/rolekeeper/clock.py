@@ -22,3 +22,10 @@ def utcnow() -> datetime:
 def as_utc(value: datetime) -> datetime:
     """SQLite hands datetimes back naive; they were stored as UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def local_date(value: datetime, timezone: str) -> str:
+    """The calendar date people at the firm see, e.g. in a notice's "from DATE"."""
+    from zoneinfo import ZoneInfo
+
+    return as_utc(value).astimezone(ZoneInfo(timezone)).date().isoformat()

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rolekeeper.backends.sieve import AutoReply, Redirect, SieveManager
+from rolekeeper.clock import as_utc
 from rolekeeper.config import Settings
 from rolekeeper.domain import pretty_number
 from rolekeeper.notices.render import Templates
@@ -122,7 +123,9 @@ def _auto_replies(
 ) -> list[AutoReply]:
     """One auto-reply per role and language, to that role's clients' contacts."""
     leaver = session.get_one(Person, departure.person_id)
-    until = (departure.effective_at + timedelta(days=settings.handover.autoreply_days)).date()
+    until = (
+        as_utc(departure.effective_at) + timedelta(days=settings.handover.autoreply_days)
+    ).date()
     templates = Templates(settings.handover.templates_dir)
     groups: dict[tuple[str, str], tuple[set[str], set[str]]] = {}
     default_language = settings.import_.clients.default_language

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from rolekeeper.clock import as_utc
 from rolekeeper.config import Settings
 from rolekeeper.log import get_logger
 from rolekeeper.store.db import transaction
@@ -61,10 +62,12 @@ class OutboxReport:
         return self.__dict__.copy()
 
 
-def notice_message_id(transition_id: int, contact_id: int, channel: str, domain: str) -> str:
+def notice_message_id(
+    transition_id: int, nonce: str, contact_id: int, channel: str, domain: str
+) -> str:
     """Stable: the same notice always has the same Message-ID, so the mail itself tells
     whether it went out."""
-    return f"<rk-notice-{transition_id}-{contact_id}-{channel}@{domain}>"
+    return f"<rk-notice-{transition_id}.{nonce}-{contact_id}-{channel}@{domain}>"
 
 
 def settle(
@@ -95,7 +98,7 @@ def settle(
         elif journal is not None and filing.has_message(journal, "INBOX", message_id):
             _set(sessions, notice_id, "accepted", now)  # the server took it; file it next
         elif journal is not None:
-            if sending_at is not None and now - sending_at < grace:
+            if sending_at is not None and now - as_utc(sending_at) < grace:
                 report.waiting += 1
                 continue
             _set(sessions, notice_id, "queued", now)  # never accepted: it goes again
@@ -243,7 +246,7 @@ def send_sms_pending(
             role = session.get_one(Role, notice.role_id)
             body = text(session, notice)
             unsure = notice.status == "sending"
-            since = notice.sending_at or clock()
+            since = as_utc(notice.sending_at) if notice.sending_at else clock()
         if role.number is None or notice.recipient is None:
             _set(sessions, notice_id, "failed", clock(), "the role has no number")
             report.failed += 1

@@ -7,6 +7,7 @@ the daemon was down at that time.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -123,7 +124,13 @@ def create_transition(
             f"{person.named_address} already has an open transition "
             "(see `rolekeeper transitions list`; cancel it first)"
         )
-    plan = {"roles": {str(p.role_id): p.successor_id for p in plans}, **(extra or {})}
+    plan = {
+        "roles": {str(p.role_id): p.successor_id for p in plans},
+        # Part of every notice's Message-ID: unique beyond this store (a rebuilt store
+        # starts its transition ids at 1 again, the mailboxes keep the old notices).
+        "nonce": secrets.token_hex(4),
+        **(extra or {}),
+    }
     transition = Transition(
         kind=kind,
         person_id=person.id,

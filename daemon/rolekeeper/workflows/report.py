@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from rolekeeper.backends.imap import ImapSource
 from rolekeeper.backends.smtp import SmtpSender
+from rolekeeper.clock import local_date
 from rolekeeper.notices.render import Templates, build_message
 from rolekeeper.store.models import Client, Contact, Incident, Notice, Person, Role
 from rolekeeper.workflows.engine import StepContext
@@ -75,7 +76,7 @@ def report_context(session: Session, ctx: StepContext) -> dict[str, Any]:
     return {
         "transition_id": transition.id,
         "leaver_name": leaver.name,
-        "effective_date": transition.effective_at.date().isoformat(),
+        "effective_date": local_date(transition.effective_at, ctx.settings.organisation.timezone),
         "roles": [
             {"name": roles[r].name, "address": roles[r].address, "successor": heirs[r].name}
             for r in sorted(roles)
@@ -96,7 +97,9 @@ def send_report(ctx: StepContext, mailer: SmtpSender, filing: ImapSource) -> dic
             return {"report": "not sent: the leaver has no supervisor in the directory"}
         context = report_context(session, ctx)
     sender = sender_address(ctx.settings)
-    message_id = f"<rk-report-{ctx.transition_id}@{sender.rpartition('@')[2]}>"
+    with ctx.sessions() as session:
+        nonce = ctx.transition(session).plan.get("nonce", "0")
+    message_id = f"<rk-report-{ctx.transition_id}.{nonce}@{sender.rpartition('@')[2]}>"
     # After a crash between sending and recording, the supervisor's mailbox tells.
     if filing.has_message(boss.named_address, "INBOX", message_id):
         return {"report": boss.named_address, "message_id": message_id, "found": True}

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from rolekeeper.backends.imap import ImapSource
 from rolekeeper.backends.smtp import SmtpSender
 from rolekeeper.backends.twilio import TwilioApi
+from rolekeeper.clock import local_date
 from rolekeeper.domain import pretty_number
 from rolekeeper.errors import RolekeeperError
 from rolekeeper.namedbox import ensure_filters
@@ -166,6 +167,7 @@ def queue_notices(ctx: StepContext) -> dict[str, Any]:
     with ctx.sessions() as session:
         rows = []
         unreachable = 0
+        nonce = str(ctx.transition(session).plan.get("nonce", "0"))
         for contact, role_id in recipients(session, ctx):
             role = session.get_one(Role, role_id)
             domain = role.address.rpartition("@")[2]
@@ -183,7 +185,7 @@ def queue_notices(ctx: StepContext) -> dict[str, Any]:
                     "contact_id": contact.id,
                     "channel": channel,
                     "message_id": outbox.notice_message_id(
-                        ctx.transition_id, contact.id, channel, domain
+                        ctx.transition_id, nonce, contact.id, channel, domain
                     ),
                     "status": "queued",
                     "attempts": 0,
@@ -219,7 +221,7 @@ def notice_context(session: Session, ctx: StepContext, notice: Notice) -> dict[s
         "role_number": pretty_number(role.number) if role.number else None,
         "successor_name": holder.name if holder else role.name,
         "leaver_name": leaver.name if leaver else "",
-        "effective_date": transition.effective_at.date().isoformat(),
+        "effective_date": local_date(transition.effective_at, ctx.settings.organisation.timezone),
         "kind": transition.kind,
     }
 
