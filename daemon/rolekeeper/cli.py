@@ -17,13 +17,14 @@ from rolekeeper.commands import (
     importing,
     jobs,
     listing,
+    reconcile,
     run,
     scan,
     status,
 )
 from rolekeeper.errors import ConfigError, RolekeeperError
 
-COMMAND_GROUPS = (run, check, importing, listing, status, scan, explain, jobs, demo)
+COMMAND_GROUPS = (run, check, importing, listing, status, scan, explain, jobs, demo, reconcile)
 
 
 def build_parser() -> argparse.ArgumentParser:

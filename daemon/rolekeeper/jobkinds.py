@@ -9,6 +9,7 @@ from rolekeeper.actions import ALERT, DIGEST, NUDGE, PLAN, REDIRECTS
 from rolekeeper.duework import JobContext, JobKind
 from rolekeeper.maintenance import PURGE
 from rolekeeper.quietwatch import QUIET
+from rolekeeper.reconcile import RECONCILE
 
 TEST_HOOKS_ENV = "ROLEKEEPER_TEST_HOOKS"
 
@@ -19,7 +20,7 @@ def _test_sleep(ctx: JobContext) -> None:
 
 
 def job_kinds() -> dict[str, JobKind]:
-    kinds = [PURGE, PLAN, ALERT, REDIRECTS, DIGEST, NUDGE, QUIET]
+    kinds = [PURGE, PLAN, ALERT, REDIRECTS, DIGEST, NUDGE, QUIET, RECONCILE]
     if os.environ.get(TEST_HOOKS_ENV) == "1":
         kinds.append(JobKind("test.sleep", _test_sleep))
     return {kind.name: kind for kind in kinds}
