@@ -265,8 +265,8 @@ def apply(
             continue
         try:
             done = _apply_one(access, change)
-        except RolekeeperError as exc:
-            failures.append((change, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - one failing change must not stop the others
+            failures.append((change, _reason(exc)))
             if change.kind == MAILBOX_CREATE:
                 broken.add(change.target)
             continue
@@ -281,8 +281,8 @@ def apply(
                 else:
                     access.revoke_send_as(change.target, change.identifier)
             access.flush_send_as()
-        except RolekeeperError as exc:
-            failures += [(change, str(exc)) for change in send_as]
+        except Exception as exc:  # noqa: BLE001 - reported with every send-as change
+            failures += [(change, _reason(exc)) for change in send_as]
         else:
             for change in send_as:
                 _audit(sessions, actor, change)
@@ -292,6 +292,10 @@ def apply(
     if failures:
         raise ReconcileError(applied, failures)
     return applied
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, RolekeeperError) else f"{type(exc).__name__}: {exc}"
 
 
 def _apply_one(access: AccessBackend, change: Change) -> Change | None:

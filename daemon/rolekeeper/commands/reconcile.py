@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rolekeeper.commands.common import actor, add_json_flag, print_json, settings_of, store_of
+from rolekeeper.log import configure_logging
 from rolekeeper.reconcile import Change, ReconcileError, run_once
 
 
@@ -27,6 +28,8 @@ def register(sub: Any) -> None:
 
 def _reconcile(args: argparse.Namespace) -> int:
     settings = settings_of(args)
+    # Results go to stdout (text or --json); the log, to stderr.
+    configure_logging(settings.logging, sys.stderr)
     failures: list[tuple[Change, str]] = []
     with store_of(args) as store:
         try:

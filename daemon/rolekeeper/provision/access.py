@@ -3,6 +3,7 @@ through the configured provisioners. `build_access` picks them from [provisionin
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 from imapclient.exceptions import LoginError
@@ -28,12 +29,23 @@ class ImapAccess:
         self.send_as = send_as
         self.can_create_mailboxes = mailboxes.can_create
         self.manages_send_as = send_as is not None
+        self.visible_within = 10.0
 
     def mailbox_exists(self, address: str) -> bool:
         return self.acl.mailbox_exists(address)
 
     def create_mailbox(self, address: str) -> None:
+        """Create it and wait until the server knows it (Dovecot re-reads a passwd-file at
+        most once a second), so the grants that follow can open it."""
         self.mailboxes.create(address)
+        deadline = time.monotonic() + self.visible_within
+        while not self.acl.mailbox_exists(address):
+            if time.monotonic() > deadline:
+                raise ProvisionError(
+                    f"{address}: created by {self.mailboxes.name}, but the master user still "
+                    f"cannot open it after {self.visible_within:g} s"
+                )
+            time.sleep(0.2)
 
     def read_acls(self, address: str) -> dict[str, dict[str, str]] | None:
         try:
