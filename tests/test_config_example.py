@@ -58,6 +58,8 @@ EXAMPLE_NOT_DEFAULT = {
     ("watch", "journal_mailbox"),
     ("watch", "extra_mailboxes"),
     ("actions", "from_address"),
+    ("provisioning", "supervisors"),
+    ("provisioning", "keep_identifiers"),
 }
 IMPORT_FIELDS = {"people": PEOPLE_FIELDS, "roles": ROLE_FIELDS, "clients": CLIENT_FIELDS}
 
