@@ -2,12 +2,13 @@
 
 Desired, for each role: its current holder and co-holders (open `role_holders` rows) get
 `provisioning.holders_access` on every folder of the role mailbox and may send as the role
-address; the configured supervisors (and, with `holders_supervisor`, the holders' own
-supervisors) get `provisioning.supervisors_access`; nobody else has an ACL entry, except the
-mailbox's own login and `provisioning.keep_identifiers`. `plan` reads the actual state and
-returns the difference as typed changes; `apply` makes them, writing each to the audit log
-once it is done. Planning again right after applying gives nothing, and a grant re-added by
-hand to someone else is in the next plan as a revoke.
+address (so may rolekeeper's own `[smtp]` login, which sends notices from it); the
+configured supervisors (and, with `holders_supervisor`, the holders' own supervisors) get
+`provisioning.supervisors_access`; nobody else has an ACL entry, except the mailbox's own
+login and `provisioning.keep_identifiers`. `plan` reads the actual state and returns the
+difference as typed changes; `apply` makes them, writing each to the audit log once it is
+done. Planning again right after applying gives nothing, and a grant re-added by hand to
+someone else is in the next plan as a revoke.
 """
 
 from __future__ import annotations
@@ -138,6 +139,9 @@ def desired_state(
         holders[role_id].add(address.lower())
         if cfg.holders_supervisor and boss:
             bosses[role_id].add(boss.lower())
+    # rolekeeper's own submission login sends nudges and notices from the role addresses.
+    smtp = settings.smtp
+    own_sender = frozenset({smtp.username.lower()} if smtp and smtp.username else ())
     out = []
     for role in chosen:
         acl: dict[str, str] = {}
@@ -152,7 +156,7 @@ def desired_state(
             Desired(
                 address,
                 acl,
-                frozenset(holders[role.id]),
+                frozenset(holders[role.id]) | own_sender,
                 frozenset({address, *_SELF, *cfg.keep_identifiers}),
             )
         )
