@@ -91,7 +91,7 @@ class World:
 def world_factory(dovecot_server: DovecotServer, tmp_path: Path) -> Iterator[Any]:
     stores: list[Store] = []
 
-    def build(**provisioning: Any) -> World:
+    def build(smtp_login: str | None = None, **provisioning: Any) -> World:
         tag = uuid.uuid4().hex[:8]
         role, a, b, boss = (f"{n}-{tag}@acme.example" for n in ("mgr", "ann", "bob", "boss"))
         passwords = {a: f"pa-{tag}", b: f"pb-{tag}", boss: f"ps-{tag}"}
@@ -108,6 +108,8 @@ def world_factory(dovecot_server: DovecotServer, tmp_path: Path) -> Iterator[Any
         }
         settings_map.update(provisioning)
         mapping = sqlite_mapping(tmp_path / "rk.db", provisioning=settings_map, **sections)
+        if smtp_login:
+            mapping["smtp"] = {"host": "127.0.0.1", "security": "plain", "username": smtp_login}
         settings = settings_from_mapping(mapping)
         config = tmp_path / "rolekeeper.toml"
         config.write_text(_toml(mapping), encoding="utf-8")
@@ -438,3 +440,13 @@ def test_reconcile_job_is_registered() -> None:
     kind = job_kinds()["reconcile.access"]
     settings = settings_from_mapping({"provisioning": {"reconcile_minutes": 5}})
     assert kind.every is not None and kind.every(settings) == timedelta(minutes=5)
+
+
+def test_rolekeepers_own_smtp_login_may_send_as_roles(world_factory: Any) -> None:
+    """Notices and nudges go out from the role address with rolekeeper's [smtp] login."""
+    world: World = world_factory(smtp_login="Rolekeeper@acme.example", mailbox="adopt")
+    sendas = [c for c in world.plan() if c.kind.startswith("sendas.")]
+    assert kinds(sendas) == [
+        ("sendas.grant", world.a),
+        ("sendas.grant", "rolekeeper@acme.example"),
+    ]
