@@ -8,11 +8,14 @@ import secrets
 from importlib import resources
 from pathlib import Path
 
+from sqlalchemy import select
+
 from rolekeeper.commands.demo import DEMO_CONFIG
 from rolekeeper.config import Settings, load_settings
 from rolekeeper.directory.importer import import_clients, import_people, import_roles
 from rolekeeper.lab.dovecot import DovecotServer
 from rolekeeper.store.db import transaction
+from rolekeeper.store.models import Role
 from rolekeeper.store.open import Store
 
 LEAVER = "ivan.petrov@acme.example"
@@ -72,6 +75,8 @@ def build_org(
     with transaction(store.sessions) as s:
         import_clients(s, clients_csv, settings, "test")
     staff = {a: secrets.token_urlsafe(9) for a in (LEAVER, SUCCESSOR, SUPERVISOR)}
-    users = {a: "pw" for a, _ in contacts} | {r: "pw" for r in ROLES} | {JOURNAL: "pw"}
+    with store.sessions() as session:
+        roles = list(session.scalars(select(Role.address)))
+    users = {a: "pw" for a, _ in contacts} | {r: "pw" for r in roles} | {JOURNAL: "pw"}
     server.add_users(users | staff)
     return contacts, staff

@@ -65,6 +65,8 @@ EXAMPLE_NOT_DEFAULT = {
     ("twilio", "numbers", "adopt"),
     ("twilio", "webhooks", "access_number"),
     ("twilio", "fallback", "url"),
+    ("provisioning", "supervisors"),
+    ("provisioning", "keep_identifiers"),
 }
 IMPORT_FIELDS = {"people": PEOPLE_FIELDS, "roles": ROLE_FIELDS, "clients": CLIENT_FIELDS}
 

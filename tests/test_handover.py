@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import email
 import email.policy
+import smtplib
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from imapclient.exceptions import IMAPClientError
 from sqlalchemy import select
 
 from rolekeeper.cli import main
 from rolekeeper.config import Settings
 from rolekeeper.lab.dovecot import DovecotServer
 from rolekeeper.lab.relay import LmtpRelay
+from rolekeeper.lab.smtp import SubmissionServer
 from rolekeeper.store.models import Notice, Person, Role, RoleHolder, Transition, TransitionStep
 from rolekeeper.store.open import Store, open_store
 from tests.handover_org import (
@@ -52,6 +55,16 @@ def inbox(server: DovecotServer, user: str, folder: str = "INBOX") -> list[email
     ]
 
 
+def can_read(server: DovecotServer, login: str, password: str, role: str) -> bool:
+    """Select the role's INBOX through the shared namespace, logged in as `login` itself."""
+    with server.imap(login, password) as client:
+        try:
+            client.select_folder(f"shared/{role}/INBOX", readonly=True)
+        except IMAPClientError:
+            return False
+        return True
+
+
 def run_cli(settings: Settings, *args: str) -> int:
     return main(["--config", str(settings.source_files[0]), *args])
 
@@ -62,10 +75,20 @@ def test_a_departure_end_to_end(
     relay: LmtpRelay,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    settings = handover_settings(tmp_path, dovecot_server)
+    sender_map = tmp_path / "sender_login_maps"
+    settings = handover_settings(
+        tmp_path,
+        dovecot_server,
+        f'[provisioning]\nsend_as = "map"\nsender_map_path = "{sender_map}"\n'
+        "postmap_command = []\n",
+    )
     store: Store = open_store(settings)
     try:
-        contacts, _ = build_org(tmp_path, settings, store, dovecot_server, "e2e", 300)
+        contacts, staff = build_org(tmp_path, settings, store, dovecot_server, "e2e", 300)
+        # Before: the leaver reads and sends as both role mailboxes.
+        assert run_cli(settings, "reconcile", "--once") == 0
+        assert all(can_read(dovecot_server, LEAVER, staff[LEAVER], role) for role in ROLES)
+        assert not can_read(dovecot_server, SUCCESSOR, staff[SUCCESSOR], ROLES[0])
         assert run_cli(settings, "depart", LEAVER, "--successor", SUCCESSOR) == 0
         assert run_cli(settings, "transitions", "run") == 0
         relay.drain()
@@ -90,6 +113,24 @@ def test_a_departure_end_to_end(
             }
         assert statuses == ["sent"] * len(contacts)
         assert holders == {role: [SUCCESSOR] for role in ROLES}
+        # After: the successor reads both role mailboxes with their own login; the leaver not.
+        for role in ROLES:
+            assert can_read(dovecot_server, SUCCESSOR, staff[SUCCESSOR], role)
+            assert not can_read(dovecot_server, LEAVER, staff[LEAVER], role)
+        # Send-as: the successor's submission as the role is accepted, the leaver's refused.
+        rows = [line.split() for line in sender_map.read_text().splitlines() if "@" in line]
+        assert {r[0]: r[1].split(",") for r in rows if r[0] in ROLES} == {
+            role: [SUCCESSOR] for role in ROLES
+        }
+        note = f"From: {ROLES[0]}\r\nSubject: hello\r\n\r\nHi\r\n".encode()
+        with SubmissionServer(staff, sender_map) as submission:
+            with smtplib.SMTP(submission.host, submission.port, timeout=10) as smtp:
+                smtp.login(SUCCESSOR, staff[SUCCESSOR])
+                assert smtp.sendmail(ROLES[0], ["x@client.example"], note) == {}
+            with smtplib.SMTP(submission.host, submission.port, timeout=10) as smtp:
+                smtp.login(LEAVER, staff[LEAVER])
+                with pytest.raises(smtplib.SMTPSenderRefused):
+                    smtp.sendmail(ROLES[0], ["x@client.example"], note)
 
         # Every contact: exactly one notice, in its own language.
         for address, language in contacts:

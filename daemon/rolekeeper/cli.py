@@ -18,6 +18,7 @@ from rolekeeper.commands import (
     importing,
     jobs,
     listing,
+    reconcile,
     run,
     scan,
     status,
@@ -36,6 +37,7 @@ COMMAND_GROUPS = (
     jobs,
     handover,
     telephony,
+    reconcile,
     demo,
 )
 

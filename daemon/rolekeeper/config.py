@@ -557,6 +557,120 @@ class HandoverSettings(_Section):
     templates_dir: Path | None = None
 
 
+# RFC 4314 rights Dovecot stores. The obsolete RFC 2086 rights "c" and "d" are not accepted:
+# Dovecot derives them (c from k, d from x/t/e) and reports them back on its own.
+ACL_RIGHTS = "lrwstipekxa"
+_TEMPLATE_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+def _rights(value: str) -> str:
+    bad = sorted({ch for ch in value if ch not in ACL_RIGHTS})
+    if bad:
+        raise ValueError(
+            f"unknown or obsolete IMAP rights {''.join(bad)!r}; use letters of {ACL_RIGHTS!r} "
+            "(RFC 4314; Dovecot derives the obsolete c and d itself)"
+        )
+    if len(set(value)) != len(value):
+        raise ValueError(f"{value!r} repeats a right")
+    return value
+
+
+def _template(value: tuple[str, ...] | None, fields: frozenset[str]) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not value or not value[0]:
+        raise ValueError('expected a program and its arguments, e.g. ["/usr/local/sbin/x"]')
+    for arg in value:
+        for name in _TEMPLATE_FIELD.findall(arg):
+            if name not in fields:
+                raise ValueError(
+                    f"unknown placeholder {{{name}}} in {arg!r}; known: "
+                    + ", ".join(f"{{{f}}}" for f in sorted(fields))
+                )
+    return value
+
+
+class ProvisioningSettings(_Section):
+    """Role mailboxes, who may read them (IMAP ACL) and who may send as them."""
+
+    # "adopt": use existing mailboxes only; "dovecot-passwd": append to a passwd-file userdb;
+    # "command": run mailbox_command.
+    mailbox: Literal["adopt", "dovecot-passwd", "command"] = "adopt"
+    userdb_path: Path | None = None
+    userdb_line: str = "{address}:{password}::::::"
+    mailbox_command: tuple[str, ...] | None = None
+    # "map": a Postfix smtpd_sender_login_maps file; "command": grant/revoke programs.
+    send_as: Literal["map", "command", "none"] = "none"
+    sender_map_path: Path | None = None
+    postmap_command: tuple[str, ...] = ("/usr/sbin/postmap", "{path}")
+    send_as_grant_command: tuple[str, ...] | None = None
+    send_as_revoke_command: tuple[str, ...] | None = None
+    send_as_list_command: tuple[str, ...] | None = None
+    command_timeout_seconds: float = Field(default=60.0, gt=0, le=3600)
+    holders_access: str = Field(default="lrwstipekx", min_length=1)
+    supervisors_access: str = "lr"
+    supervisors: tuple[str, ...] = ()
+    holders_supervisor: bool = False
+    keep_identifiers: tuple[str, ...] = ()
+    reconcile_minutes: int = Field(default=15, ge=0, le=10080)
+
+    _access = field_validator("holders_access", "supervisors_access")(lambda v: _rights(v))
+
+    @field_validator("supervisors", "keep_identifiers")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            if not item.strip() or any(ch.isspace() for ch in item):
+                raise ValueError(f"{item!r} is not a login name")
+        return tuple(item.strip().lower() for item in value)
+
+    @field_validator("userdb_line")
+    @classmethod
+    def _line(cls, value: str) -> str:
+        if not value.startswith("{address}:{password}"):
+            raise ValueError('must start with "{address}:{password}" (passwd-file user:password)')
+        _template((value,), frozenset({"address", "password"}))
+        return value
+
+    @field_validator("mailbox_command")
+    @classmethod
+    def _mailbox_command(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return _template(value, frozenset({"address"}))
+
+    @field_validator("send_as_grant_command", "send_as_revoke_command")
+    @classmethod
+    def _grant(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return _template(value, frozenset({"address", "login"}))
+
+    @field_validator("send_as_list_command")
+    @classmethod
+    def _list(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return _template(value, frozenset())
+
+    @field_validator("postmap_command")
+    @classmethod
+    def _postmap(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if value:
+            _template(value, frozenset({"path"}))
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        needs = {
+            ("mailbox", "dovecot-passwd"): ("userdb_path",),
+            ("mailbox", "command"): ("mailbox_command",),
+            ("send_as", "map"): ("sender_map_path",),
+            ("send_as", "command"): ("send_as_grant_command", "send_as_revoke_command"),
+        }
+        for (key, mode), required in needs.items():
+            if getattr(self, key) != mode:
+                continue
+            for name in required:
+                if getattr(self, name) is None:
+                    raise ValueError(f'{key} = "{mode}" needs {name}')
+        return self
+
+
 class Settings(_Section):
     organisation: OrganisationSettings = OrganisationSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -568,6 +682,7 @@ class Settings(_Section):
     watch: WatchSettings = WatchSettings()
     actions: ActionsSettings = ActionsSettings()
     handover: HandoverSettings = HandoverSettings()
+    provisioning: ProvisioningSettings = ProvisioningSettings()
     imap: ImapSettings | None = None
     smtp: SmtpSettings | None = None
     exchange: ExchangeSettings | None = None

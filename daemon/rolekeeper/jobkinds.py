@@ -9,6 +9,7 @@ from rolekeeper.actions import ALERT, DIGEST, NUDGE, PLAN, REDIRECTS
 from rolekeeper.duework import JobContext, JobKind
 from rolekeeper.maintenance import PURGE
 from rolekeeper.quietwatch import QUIET
+from rolekeeper.reconcile import RECONCILE
 from rolekeeper.telephony.mailcopy import MAIL as TELEPHONY_MAIL
 from rolekeeper.telephony.numbers import RECONCILE as TELEPHONY_RECONCILE
 from rolekeeper.testhooks import TEST_HOOKS_ENV
@@ -32,6 +33,7 @@ def job_kinds() -> dict[str, JobKind]:
         TELEPHONY_MAIL,
         TELEPHONY_RECONCILE,
         TRANSITIONS,
+        RECONCILE,
     ]
     if os.environ.get(TEST_HOOKS_ENV) == "1":
         kinds.append(JobKind("test.sleep", _test_sleep))

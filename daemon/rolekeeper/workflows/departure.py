@@ -22,13 +22,14 @@ from rolekeeper.store.models import Person, Role, RoleHolder, Transition, Transi
 
 DEPARTURE_STEPS = (
     "reassign",
+    "access",
     "phones",
     "named_mailbox",
     "queue_notices",
     "send_notices",
     "report",
 )
-ROTATION_STEPS = ("reassign", "phones", "queue_notices", "send_notices", "report")
+ROTATION_STEPS = ("reassign", "access", "phones", "queue_notices", "send_notices", "report")
 
 
 class PlanError(RolekeeperError):

@@ -107,6 +107,37 @@ def reassign(ctx: StepContext) -> dict[str, Any]:
     return {"reassigned": changed}
 
 
+def access(ctx: StepContext) -> dict[str, Any]:
+    """Role mailboxes: the successors read (IMAP ACL) and send as them, the leaver no longer
+    (the reconciler's desired state follows the new holder rows)."""
+    from rolekeeper import reconcile
+
+    with ctx.sessions() as session:
+        keys = [role.key for role, _ in plan_roles(session, ctx)]
+    changes = reconcile.run_once(ctx.sessions, ctx.settings, keys, actor="rolekeeper:handover")
+    detail: dict[str, Any] = {"changes": [c.describe() for c in changes]}
+    if ctx.settings.handover.delegate_named_mailbox:
+        detail["delegated"] = _delegate_named(ctx)
+    return detail
+
+
+def _delegate_named(ctx: StepContext) -> list[str]:
+    """Read access to the leaver's named mailbox for the successors (policy permitting)."""
+    from rolekeeper.backends.acl import ImapAcl
+
+    if ctx.settings.imap is None:
+        raise RolekeeperError("delegating the named mailbox needs [imap]")
+    with ctx.sessions() as session:
+        mailbox = ctx.leaver(session).named_address
+        heirs = sorted({heir.named_address for _, heir in plan_roles(session, ctx)})
+    acl = ImapAcl(ctx.settings.imap)
+    for heir in heirs:
+        acl.set_rights(mailbox, [], heir, "lr")
+    with transaction(ctx.sessions) as session:
+        record_audit(session, "rolekeeper", "named.delegated", mailbox, {"to": heirs})
+    return heirs
+
+
 def named_mailbox(ctx: StepContext) -> dict[str, Any]:
     """Redirect client mail from the leaver's named mailbox and answer it once (Sieve)."""
     with ctx.sessions() as session:
@@ -302,6 +333,7 @@ def steps() -> dict[str, Step]:
     return {
         "reassign": reassign,
         "phones": phones,
+        "access": access,
         "named_mailbox": named_mailbox,
         "queue_notices": queue_notices,
         "send_notices": send_notices,
