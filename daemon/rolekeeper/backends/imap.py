@@ -60,6 +60,7 @@ class ImapSource:
         self.settings = settings
         self._connections: OrderedDict[str, IMAPClient] = OrderedDict()
         self._selected: dict[str, str] = {}
+        self._known_folders: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     def _login_for(self, mailbox: str) -> tuple[str, str]:
@@ -160,9 +161,15 @@ class ImapSource:
     def append(self, mailbox: str, folder: str, message: bytes) -> None:
         """File a copy (as read) in the folder, creating the folder if needed."""
         client = self._client(mailbox)
-        if not client.folder_exists(folder):
-            client.create_folder(folder)
-        client.append(folder, message, flags=(b"\\Seen",))
+        if (mailbox, folder) not in self._known_folders:
+            if not client.folder_exists(folder):
+                client.create_folder(folder)
+            self._known_folders.add((mailbox, folder))
+        try:
+            client.append(folder, message, flags=(b"\\Seen",))
+        except Exception:
+            self._known_folders.discard((mailbox, folder))  # deleted meanwhile? look again
+            raise
 
     def close(self) -> None:
         with self._lock:

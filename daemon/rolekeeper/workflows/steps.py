@@ -236,12 +236,15 @@ def notice_context(session: Session, ctx: StepContext, notice: Notice) -> dict[s
     contact = session.get_one(Contact, notice.contact_id)
     client = session.get_one(Client, contact.client_id)
     role = session.get_one(Role, notice.role_id)
-    holder = session.scalars(
-        select(Person)
-        .join(RoleHolder, RoleHolder.person_id == Person.id)
-        .where(RoleHolder.role_id == role.id, RoleHolder.ended_at.is_(None))
-        .order_by(RoleHolder.kind)
-    ).first()
+    holders: dict[int, str | None] = ctx.services.setdefault("holder_names", {})
+    if role.id not in holders:  # one query per role, not per notice
+        holder = session.scalars(
+            select(Person)
+            .join(RoleHolder, RoleHolder.person_id == Person.id)
+            .where(RoleHolder.role_id == role.id, RoleHolder.ended_at.is_(None))
+            .order_by(RoleHolder.kind)
+        ).first()
+        holders[role.id] = holder.name if holder else None
     leaver = session.get(Person, transition.person_id) if transition.person_id else None
     return {
         "contact_name": contact.name,
@@ -250,7 +253,7 @@ def notice_context(session: Session, ctx: StepContext, notice: Notice) -> dict[s
         "role_name": role.name,
         "role_address": role.address,
         "role_number": pretty_number(role.number) if role.number else None,
-        "successor_name": holder.name if holder else role.name,
+        "successor_name": holders[role.id] or role.name,
         "leaver_name": leaver.name if leaver else "",
         "effective_date": local_date(transition.effective_at, ctx.settings.organisation.timezone),
         "kind": transition.kind,
