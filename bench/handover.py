@@ -49,7 +49,7 @@ from rolekeeper.directory.importer import import_clients, import_people, import_
 from rolekeeper.lab.dovecot import DovecotServer, running_dovecot
 from rolekeeper.lab.ports import free_port
 from rolekeeper.store.db import transaction
-from rolekeeper.store.models import Notice, Role
+from rolekeeper.store.models import Contact, Notice, Person, Role
 from rolekeeper.store.open import open_store
 from rolekeeper.workflows.departure import create_transition, plan_departure
 from rolekeeper.workflows.engine import StepContext
@@ -203,15 +203,16 @@ def main() -> int:
             store, ctx = prepare(tmp, settings, server, args.notices)
             with store.sessions() as s:
                 queued = s.scalar(select(func.count()).select_from(Notice)) or 0
+                heir = s.scalars(select(Person).where(Person.named_address == SUCCESSOR)).one()
                 rows = [
                     (
                         n.recipient,
-                        f"Buyer {i}",
+                        s.get_one(Contact, n.contact_id).name,
                         n.language,
                         s.get_one(Role, n.role_id).address,
-                        "Maria Kuznetsova",
+                        heir.name,
                     )
-                    for i, n in enumerate(s.scalars(select(Notice).order_by(Notice.id)))
+                    for n in s.scalars(select(Notice).order_by(Notice.id))
                 ]
             start = time.perf_counter()
             detail = steps()["send_notices"](ctx)

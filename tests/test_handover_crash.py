@@ -145,8 +145,11 @@ def test_sigkill_at_each_stored_state_then_restart(
             == 0
         )
         crashing = Daemon(settings, tmp_path / "daemon.log", ROLEKEEPER_CRASH_AT=point)
-        assert crashing.proc.wait(60) == -signal.SIGKILL
-        crashing.stop()
+        try:
+            assert crashing.proc.wait(60) == -signal.SIGKILL
+        finally:
+            crashing.proc.kill()
+            crashing.stop()
         relay.drain()
         daemon = Daemon(settings, tmp_path / "daemon.log")
         try:
@@ -182,14 +185,16 @@ def test_sigkill_at_random_points_of_a_1000_notice_departure(
         kills = sorted(random.Random(7).sample(range(20, 980), 5))
         for threshold in kills:
             daemon = Daemon(settings, tmp_path / "daemon.log")
-            deadline = time.monotonic() + 120
-            while status(store)[1].get("sent", 0) < threshold:
-                assert time.monotonic() < deadline, status(store)
-                assert daemon.proc.poll() is None
-                time.sleep(0.01)
-            daemon.proc.kill()
-            daemon.proc.wait(10)
-            daemon.stop()
+            try:
+                deadline = time.monotonic() + 180
+                while status(store)[1].get("sent", 0) < threshold:
+                    assert time.monotonic() < deadline, status(store)
+                    assert daemon.proc.poll() is None
+                    time.sleep(0.01)
+            finally:
+                daemon.proc.kill()
+                daemon.proc.wait(10)
+                daemon.stop()
         relay.drain()
         daemon = Daemon(settings, tmp_path / "daemon.log")
         try:

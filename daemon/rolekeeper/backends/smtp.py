@@ -5,7 +5,7 @@ from __future__ import annotations
 import smtplib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from email.message import EmailMessage
+from email.message import Message
 
 from rolekeeper.backends.tls import client_context
 from rolekeeper.config import SmtpSettings
@@ -35,7 +35,7 @@ class SmtpSender:
                 smtp.login(cfg.username, cfg.password.get_secret_value())
             yield smtp
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: Message) -> None:
         """Submit one message; raises smtplib's errors when the server refuses it."""
         with self.session() as smtp:
             smtp.send_message(message)

@@ -16,13 +16,15 @@ nothing can tell, so it is parked as "unknown" for an admin, never resent silent
 
 from __future__ import annotations
 
+import itertools
 import smtplib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
+from email.message import Message
+from email.utils import getaddresses, parseaddr
 from typing import Any, Protocol
 
 from sqlalchemy import func, select, update
@@ -31,7 +33,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from rolekeeper.clock import as_utc
 from rolekeeper.config import Settings
 from rolekeeper.log import get_logger
-from rolekeeper.store.db import transaction
+from rolekeeper.notices.render import wire_bytes
+from rolekeeper.store.db import reading, transaction
 from rolekeeper.store.models import Client, Contact, Notice, Role
 from rolekeeper.testhooks import crash_point
 
@@ -132,81 +135,118 @@ def send_pending(
     mailer: Mailer,
     filing: Filing,
     transition_id: int,
-    build: Callable[[Session, Notice], EmailMessage],
+    describe: Callable[[Session, Notice], dict[str, Any]],
+    render: Callable[[dict[str, Any]], Message],
     clock: Callable[[], datetime],
 ) -> OutboxReport:
     """Send every queued notice of the transition, and file the accepted ones.
 
-    Each state is committed before the next action; a notice's "sent" shares the
-    transaction of the next notice's "sending" (one commit fewer per notice, the same
-    guarantees: until it is committed the copy in Sent settles it)."""
+    Notices go in small groups: one commit marks a group "sending", each is submitted, one
+    commit marks the accepted ones "accepted", each is filed in Sent, and their "sent" is
+    committed with the next group's "sending". Every notice's state is thus committed
+    before its next action, as one at a time would, at a fraction of the commits (on
+    SQLite each is a disk flush). With a rate limit the groups are single notices."""
     report = settle(sessions, settings, filing, transition_id, clock())
     per_minute = settings.handover.notices_per_minute
     interval = 60.0 / per_minute if per_minute else 0.0
-    filed: int | None = None  # filed in Sent, "sent" not yet committed
-
-    def flush_sent(session: Session) -> None:
-        if filed is not None:
-            _mark(session, filed, "sent", clock())
-
+    group = 1 if interval else GROUP
+    filed: list[int] = []  # in Sent, "sent" not committed yet
     with mailer.session() as smtp:
-        for notice_id, status, recipient, role_address, message, data in _prepared(
-            sessions, transition_id, build
-        ):
-            if status == "queued":
-                with transaction(sessions) as session:
-                    flush_sent(session)
+        prepared = _prepared(sessions, transition_id, describe, render)
+        while batch := list(itertools.islice(prepared, group)):
+            queued = [item for item in batch if item[1] == "queued"]
+            with transaction(sessions) as session:
+                now = clock()
+                for notice_id in filed:
+                    _mark(session, notice_id, "sent", now)
+                if queued:
                     session.execute(
                         update(Notice)
-                        .where(Notice.id == notice_id)
-                        .values(status="sending", sending_at=clock(), attempts=Notice.attempts + 1)
+                        .where(Notice.id.in_([item[0] for item in queued]))
+                        .values(status="sending", sending_at=now, attempts=Notice.attempts + 1)
                     )
-                if filed is not None:
-                    filed = None
-                    report.sent += 1
-                    crash_point("notice.sent")
+            for _ in filed:
+                report.sent += 1
+                crash_point("notice.sent")
+            filed = []
+            accepted = [item for item in batch if item[1] == "accepted"]
+            for position, item in enumerate(queued):
+                notice_id, _, recipient, _, message, data = item
                 crash_point("notice.sending")
                 outcome = _submit(smtp, message, data)
                 if outcome is not None:
                     final, error = outcome
-                    _set(sessions, notice_id, "failed" if final else "queued", clock(), error)
                     if final:
+                        _set(sessions, notice_id, "failed", clock(), error)
                         report.failed += 1
                         report.problems.append(f"{recipient}: {error}")
                         continue
+                    # The server is in trouble: record what it took, hand back the rest.
+                    later = [other[0] for other in queued[position:]]
+                    _accepted_and_back(sessions, [a[0] for a in accepted], later, clock())
                     raise ConnectionError(error)  # the step is retried later
                 crash_point("notice.accepted.uncommitted")
-                _set(sessions, notice_id, "accepted", clock())
+                accepted.append(item)
+            with transaction(sessions) as session:
+                session.execute(
+                    update(Notice)
+                    .where(Notice.id.in_([item[0] for item in accepted]))
+                    .values(status="accepted", updated_at=clock())
+                )
+            for notice_id, _, _, role_address, _, data in accepted:
                 crash_point("notice.accepted")
-            filing.append(role_address, SENT_FOLDER, data)
-            crash_point("notice.filed.uncommitted")
-            if filed is not None:  # two accepted ones in a row (after a crash)
-                _set(sessions, filed, "sent", clock())
+                filing.append(role_address, SENT_FOLDER, data)
+                crash_point("notice.filed.uncommitted")
+                filed.append(notice_id)
+                if interval:
+                    time.sleep(interval)
+        if filed:
+            with transaction(sessions) as session:
+                for notice_id in filed:
+                    _mark(session, notice_id, "sent", clock())
+            for _ in filed:
                 report.sent += 1
-            filed = notice_id
-            if interval:
-                time.sleep(interval)
-        if filed is not None:
-            _set(sessions, filed, "sent", clock())
-            report.sent += 1
-            crash_point("notice.sent")
+                crash_point("notice.sent")
     return report
+
+
+GROUP = 20  # notices per group of commits (see send_pending)
+
+
+def _accepted_and_back(
+    sessions: sessionmaker[Session], accepted: list[int], unsent: list[int], now: datetime
+) -> None:
+    with transaction(sessions) as session:
+        if accepted:
+            session.execute(update(Notice).where(Notice.id.in_(accepted)).values(status="accepted"))
+        session.execute(
+            update(Notice)
+            .where(Notice.id.in_(unsent))
+            .values(status="queued", updated_at=now, last_error="the server refused for now")
+        )
+
+
+Prepared = tuple[int, str, str | None, str, Message, bytes]
 
 
 def _prepared(
     sessions: sessionmaker[Session],
     transition_id: int,
-    build: Callable[[Session, Notice], EmailMessage],
-    chunk: int = 200,
-) -> Iterator[tuple[int, str, str | None, str, EmailMessage, bytes]]:
-    """The notices to send or file, built a chunk at a time in one short read each (the
-    store's transactions take the write lock, so none stays open while mail goes out).
-    Each message is serialised once, with CRLF line ends as SMTP and IMAP want them: the
-    same bytes go to the server and to Sent."""
+    describe: Callable[[Session, Notice], dict[str, Any]],
+    render: Callable[[dict[str, Any]], Message],
+    chunk: int = 100,
+) -> Iterator[Prepared]:
+    """The notices to send or file, in order, a chunk at a time: one short read each
+    (read-only, so it never holds the write lock), then rendered outside any transaction.
+    Each message is serialised once; the same bytes go to the server and to Sent.
+
+    Rendering stays in this thread: a second one would make every socket wait of the
+    sender also wait for the interpreter lock, which costs more than rendering itself."""
     ids = list(_ids(sessions, transition_id, ("queued", "accepted")))
+    readers = reading(sessions)
     for start in range(0, len(ids), chunk):
         part = ids[start : start + chunk]
-        with sessions() as reader:
+        with readers() as reader:
             # One query fills the session's identity map for the whole chunk.
             reader.execute(
                 select(Notice, Contact, Client, Role)
@@ -215,22 +255,22 @@ def _prepared(
                 .join(Role, Role.id == Notice.role_id)
                 .where(Notice.id.in_(part))
             ).all()
-            built = []
+            read = []
             for notice_id in part:
                 notice = reader.get_one(Notice, notice_id)
                 role = reader.get_one(Role, notice.role_id)
-                message = build(reader, notice)
-                built.append(
+                read.append(
                     (
                         notice_id,
                         notice.status,
                         notice.recipient,
                         role.address,
-                        message,
-                        message.as_bytes(policy=message.policy.clone(linesep="\r\n")),
+                        describe(reader, notice),
                     )
                 )
-        yield from built
+        for notice_id, status, recipient, address, context in read:
+            message = render(context)
+            yield (notice_id, status, recipient, address, message, wire_bytes(message))
 
 
 def _mark(session: Session, notice_id: int, status: str, now: datetime) -> None:
@@ -261,12 +301,12 @@ def _ids(
     yield from ids
 
 
-def _submit(smtp: smtplib.SMTP, message: EmailMessage, data: bytes) -> tuple[bool, str] | None:
+def _submit(smtp: smtplib.SMTP, message: Message, data: bytes) -> tuple[bool, str] | None:
     """None when the server accepted it; else (final?, why). A connection lost during DATA
     leaves the outcome unknown: that propagates, the notice stays "sending", and settle
     decides from the mail."""
-    sender = message["From"].addresses[0].addr_spec
-    recipients = [a.addr_spec for a in message["To"].addresses]
+    sender = parseaddr(str(message["From"]))[1]
+    recipients = [address for _, address in getaddresses([str(message["To"])])]
     try:
         smtp.sendmail(sender, recipients, data)
     except smtplib.SMTPRecipientsRefused as exc:

@@ -63,13 +63,25 @@ def _sqlite_engine(url: URL, busy_timeout: float) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only session (`reading`) begins deferred: in WAL mode it then never
+        # holds the write lock, so a long read does not stall writers.
+        deferred = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
     return engine
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+READ_ONLY = "rolekeeper_read_only"
+
+
+def reading(factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Sessions for reads only: on SQLite they never take the write lock (see above)."""
+    engine = factory.kw["bind"]
+    return sessionmaker(engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
 
 
 @contextmanager

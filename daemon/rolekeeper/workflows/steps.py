@@ -4,7 +4,7 @@ nothing the second time (see engine.py)."""
 from __future__ import annotations
 
 from datetime import timedelta
-from email.message import EmailMessage
+from email.message import Message
 from typing import Any
 
 from sqlalchemy import select
@@ -260,23 +260,39 @@ def notice_context(session: Session, ctx: StepContext, notice: Notice) -> dict[s
     }
 
 
-def build_notice(ctx: StepContext, templates: Templates) -> Any:
-    def build(session: Session, notice: Notice) -> EmailMessage:
+def describe_notice(ctx: StepContext) -> Any:
+    """What a notice says, read from the store (inside a short read)."""
+
+    def describe(session: Session, notice: Notice) -> dict[str, Any]:
         context = notice_context(session, ctx, notice)
-        template = "rotation" if context["kind"] == "rotation" else "transition"
-        language = notice.language or ctx.settings.import_.clients.default_language
-        subject, body = templates.render(template, language, **context)
-        html = templates.render_html(template, language, **context)
+        return {
+            "fields": context,
+            "language": notice.language or ctx.settings.import_.clients.default_language,
+            "recipient": notice.recipient or "",
+            "message_id": notice.message_id,
+        }
+
+    return describe
+
+
+def render_notice(templates: Templates) -> Any:
+    """The notice as a message, from what `describe_notice` read (no store access)."""
+
+    def render(notice: dict[str, Any]) -> Message:
+        fields, language = notice["fields"], notice["language"]
+        template = "rotation" if fields["kind"] == "rotation" else "transition"
+        subject, body = templates.render(template, language, **fields)
+        html = templates.render_html(template, language, **fields)
         return build_message(
-            (context["successor_name"], context["role_address"]),
-            [(context["contact_name"], notice.recipient or "")],
+            (fields["successor_name"], fields["role_address"]),
+            [(fields["contact_name"], notice["recipient"])],
             subject,
             body,
-            message_id=notice.message_id,
+            message_id=notice["message_id"],
             html=html,
         )
 
-    return build
+    return render
 
 
 def sms_text(ctx: StepContext, templates: Templates) -> Any:
@@ -308,7 +324,8 @@ def send_notices(ctx: StepContext) -> dict[str, Any]:
         _smtp(ctx),
         _imap(ctx),
         ctx.transition_id,
-        build_notice(ctx, templates),
+        describe_notice(ctx),
+        render_notice(templates),
         ctx.now,
     )
     if ctx.settings.twilio is not None:
