@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -52,6 +53,7 @@ from rolekeeper.store.upsert import insert_ignore
 
 log = get_logger(__name__)
 DIRECTORY_TTL = 30.0  # seconds an IDLE-triggered scan may reuse the directory
+LOOKAHEAD = 2  # batches whose header fields are fetched before their turn
 PLAN_JOB = "actions.plan"  # rolekeeper.actions.PLAN; named here to keep imports one-way
 
 
@@ -229,17 +231,16 @@ class Scanner:
         # A pipeline over batches: the next batch's header fields are fetched while the
         # parser reads this one's, and a batch is committed while the parser reads the next
         # one's bodies. Commits keep the batches' order, so the cursor only moves forward.
-        headers = self._fetch_headers(where, batches[0], parser) if batches else None
+        ahead: deque[Pending] = deque()
         previous: _InFlight | None = None
         for index, batch_uids in enumerate(batches):
-            upcoming = None
-            if index + 1 < len(batches):
-                upcoming = self._fetch_headers(where, batches[index + 1], parser)
-            assert headers is not None
-            flight = self._fetch_bodies(where, batch_uids, headers, directory, parser)
+            # Header fields of the next batches are fetched while the parser reads these.
+            while len(ahead) < LOOKAHEAD and index + len(ahead) < len(batches):
+                ahead.append(self._fetch_headers(where, batches[index + len(ahead)], parser))
+            flight = self._fetch_bodies(where, batch_uids, ahead.popleft(), directory, parser)
             if previous is not None:
                 self._finish(key, where, previous, directory, live, replay, report)
-            previous, headers = flight, upcoming
+            previous = flight
         if previous is not None:
             self._finish(key, where, previous, directory, live, replay, report)
         if not uids and not replay:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table
+from sqlalchemy import CursorResult, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -15,9 +15,13 @@ def insert_ignore(session: Session, table: Table, rows: Sequence[Mapping[str, An
     if not rows:
         return 0
     dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
+    values = [dict(row) for row in rows]
+    if dialect == "sqlite":
+        # The driver's executemany; its rowcount counts the rows really inserted.
+        result = session.execute(sqlite.insert(table).on_conflict_do_nothing(), values)
+        return int(cast(CursorResult[Any], result).rowcount)
     key = next(iter(table.primary_key.columns))
-    statement = module.insert(table).on_conflict_do_nothing().returning(key)
+    statement = postgresql.insert(table).on_conflict_do_nothing().returning(key)
     # Batched by SQLAlchemy ("insertmanyvalues"); RETURNING names exactly the new rows,
     # where executemany's rowcount is -1 on psycopg.
-    return len(session.execute(statement, [dict(row) for row in rows]).all())
+    return len(session.execute(statement, values).all())
