@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import argparse
 import email
+import email.message
 import email.policy
+import json
 import secrets
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 
 from rolekeeper.backends.imap import ImapSource
+from rolekeeper.clock import utcnow
 from rolekeeper.commands.common import actor
 from rolekeeper.commands.scan import render_incidents
 from rolekeeper.commands.status import render_status
@@ -30,9 +34,12 @@ from rolekeeper.lab import correspondence
 from rolekeeper.log import configure_logging
 from rolekeeper.sample import import_sample
 from rolekeeper.store.db import transaction
-from rolekeeper.store.models import AuditEntry, ScanCursor
+from rolekeeper.store.models import AuditEntry, ScanCursor, TransitionStep
 from rolekeeper.store.open import Store, open_store
 from rolekeeper.watch import Scanner
+
+if TYPE_CHECKING:
+    from rolekeeper.lab.dovecot import DovecotServer
 
 DEMO_CONFIG = """\
 # Written by `rolekeeper demo`: the sample organisation on a private SQLite store.
@@ -79,6 +86,8 @@ def register(sub: Any) -> None:
 def _demo(args: argparse.Namespace) -> int:
     state: Path = args.dir.resolve()
     state.mkdir(parents=True, exist_ok=True)
+    for stale in state.glob("rolekeeper.db*"):  # every run starts from the same sample
+        stale.unlink()
     config = state / "rolekeeper.toml"
     config.write_text(DEMO_CONFIG.format(db=state / "rolekeeper.db"), encoding="utf-8")
     settings = load_settings(config)
@@ -163,8 +172,67 @@ def _watch_mail(state: Path, config: Path) -> None:
             print()
             with store.sessions() as session:
                 print("Incidents\n" + render_incidents(session))
+            _departure(store, settings, server)
         finally:
             if scanner is not None:
                 scanner.close()
             source.close()
             store.close()
+
+
+LEAVER = "ivan.petrov@acme.example"
+SUCCESSOR = "maria.kuznetsova@acme.example"
+
+
+def _departure(store: Store, settings: Settings, server: DovecotServer) -> None:
+    """Ivan Petrov leaves: his two roles pass to Maria Kuznetsova, every client is told."""
+    from rolekeeper.workflows.departure import create_transition, plan_departure
+    from rolekeeper.workflows.job import run_transitions_now
+
+    print(f"\nHandover: {LEAVER} leaves today; {SUCCESSOR} takes his roles.")
+    print(f"  rolekeeper depart {LEAVER} --successor {SUCCESSOR} --effective now")
+    with transaction(store.sessions) as session:
+        person, plans = plan_departure(session, LEAVER, SUCCESSOR, {})
+        transition = create_transition(session, "departure", person, plans, utcnow(), "demo")
+        session.flush()
+        transition_id = transition.id
+    server.smtp.clear()
+    results = run_transitions_now(store.sessions, settings)
+    time.sleep(0.5)  # let the SMTP sink take in the last messages
+    with store.sessions() as session:
+        print(f"  transition {transition_id}: {results.get(transition_id)}")
+        for step in session.scalars(
+            select(TransitionStep)
+            .where(TransitionStep.transition_id == transition_id)
+            .order_by(TransitionStep.seq)
+        ):
+            print(f"    {step.name:<14} {step.status:<6} {_brief(step.detail)}")
+    mails = [
+        email.message_from_bytes(m.content, policy=email.policy.default)
+        for m in server.smtp.messages
+    ]
+    notices = [m for m in mails if "rk-notice-" in str(m["Message-ID"])]
+    by_language = Counter("ru" if "с вами работает" in str(m["Subject"]) else "en" for m in notices)
+    print(
+        f"\n{len(notices)} notices sent from the role mailboxes "
+        f"({', '.join(f'{n} in {lang}' for lang, n in sorted(by_language.items()))}), "
+        "each filed in the role's Sent folder. One of them:"
+    )
+    if notices:
+        _show(notices[0])
+    for report in (m for m in mails if "rk-report-" in str(m["Message-ID"])):
+        print("\nThe supervisor's report:")
+        _show(report)
+
+
+def _brief(detail: dict[str, Any] | None) -> str:
+    text = json.dumps(detail or {}, ensure_ascii=False)
+    return text if len(text) <= 90 else text[:87] + "..."
+
+
+def _show(message: email.message.EmailMessage) -> None:
+    print(f"  From: {message['From']}\n  To: {message['To']}\n  Subject: {message['Subject']}")
+    body = message.get_body(("plain",))
+    if body is not None:
+        for line in body.get_content().splitlines():
+            print(f"  | {line}")
