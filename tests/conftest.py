@@ -12,7 +12,7 @@ import pytest
 from rolekeeper.config import Settings, settings_from_mapping
 from rolekeeper.store.open import Store, open_store
 
-pytest_plugins = ["tests.servers.dovecot", "tests.servers.prism"]
+pytest_plugins = ["tests.servers.dovecot", "tests.servers.prism", "tests.handover_org"]
 
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("ROLEKEEPER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -5,15 +5,18 @@ is a user of the lab Dovecot."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from rolekeeper.commands.demo import DEMO_CONFIG
 from rolekeeper.config import Settings, load_settings
 from rolekeeper.directory.importer import import_clients, import_people, import_roles
 from rolekeeper.lab.dovecot import DovecotServer
+from rolekeeper.lab.relay import LmtpRelay
 from rolekeeper.store.db import transaction
 from rolekeeper.store.models import Role
 from rolekeeper.store.open import Store
@@ -80,3 +83,13 @@ def build_org(
     users = {a: "pw" for a, _ in contacts} | {r: "pw" for r in roles} | {JOURNAL: "pw"}
     server.add_users(users | staff)
     return contacts, staff
+
+
+@pytest.fixture
+def relay(dovecot_server: DovecotServer) -> Iterator[LmtpRelay]:
+    """The lab SMTP sink delivers to the lab mailboxes and copies to the journal."""
+    relay = LmtpRelay("127.0.0.1", dovecot_server.lmtp_port, JOURNAL)
+    dovecot_server.smtp.relay = relay
+    yield relay
+    relay.drain()
+    dovecot_server.smtp.relay = None

@@ -9,7 +9,6 @@ import email.policy
 import smtplib
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,6 @@ from rolekeeper.lab.smtp import SubmissionServer
 from rolekeeper.store.models import Notice, Person, Role, RoleHolder, Transition, TransitionStep
 from rolekeeper.store.open import Store, open_store
 from tests.handover_org import (
-    JOURNAL,
     LEAVER,
     ROLES,
     SUCCESSOR,
@@ -32,15 +30,6 @@ from tests.handover_org import (
     build_org,
     handover_settings,
 )
-
-
-@pytest.fixture
-def relay(dovecot_server: DovecotServer) -> Iterator[LmtpRelay]:
-    relay = LmtpRelay("127.0.0.1", dovecot_server.lmtp_port, JOURNAL)
-    dovecot_server.smtp.relay = relay
-    yield relay
-    relay.drain()
-    dovecot_server.smtp.relay = None
 
 
 def inbox(server: DovecotServer, user: str, folder: str = "INBOX") -> list[email.message.Message]:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,22 +21,19 @@ from rolekeeper.lab.dovecot import DovecotServer
 from rolekeeper.lab.relay import LmtpRelay
 from rolekeeper.store.models import Notice, Transition, TransitionStep
 from rolekeeper.store.open import Store, open_store
-from tests.handover_org import JOURNAL, LEAVER, SUCCESSOR, build_org, handover_settings
+from tests.handover_org import (
+    JOURNAL,
+    LEAVER,
+    SUCCESSOR,
+    build_org,
+    handover_settings,
+)
 
 DAEMON_CONFIG = """
 [scheduler]
 poll_seconds = 0.3
 """
 WATCH = 'idle_folders = 0\npoll_seconds = 3600\nparse_workers = 0\nfolders = ["INBOX"]\n'
-
-
-@pytest.fixture
-def relay(dovecot_server: DovecotServer) -> Iterator[LmtpRelay]:
-    relay = LmtpRelay("127.0.0.1", dovecot_server.lmtp_port, JOURNAL)
-    dovecot_server.smtp.relay = relay
-    yield relay
-    relay.drain()
-    dovecot_server.smtp.relay = None
 
 
 class Daemon:
@@ -106,6 +102,30 @@ def check_exactly_once(
     assert steps == {"done"}
 
 
+def depart(settings: Settings) -> None:
+    config = str(settings.source_files[0])
+    assert main(["--config", config, "depart", LEAVER, "--successor", SUCCESSOR]) == 0
+
+
+def restart_and_check(
+    settings: Settings,
+    store: Store,
+    server: DovecotServer,
+    relay: LmtpRelay,
+    contacts: list[tuple[str, str]],
+    timeout: float,
+) -> None:
+    """Start the daemon again, let it finish the departure, check every contact once."""
+    relay.drain()
+    daemon = Daemon(settings, settings.source_files[0].parent / "daemon.log")
+    try:
+        wait_until_done(store, daemon, timeout=timeout)
+    finally:
+        daemon.stop()
+    relay.drain()
+    check_exactly_once(store, server, contacts)
+
+
 POINTS = [
     "step.reassign.before",
     "step.reassign.done",
@@ -131,33 +151,14 @@ def test_sigkill_at_each_stored_state_then_restart(
     try:
         tag = f"k{POINTS.index(point)}"
         contacts, _ = build_org(tmp_path, settings, store, dovecot_server, tag, 8)
-        assert (
-            main(
-                [
-                    "--config",
-                    str(settings.source_files[0]),
-                    "depart",
-                    LEAVER,
-                    "--successor",
-                    SUCCESSOR,
-                ]
-            )
-            == 0
-        )
+        depart(settings)
         crashing = Daemon(settings, tmp_path / "daemon.log", ROLEKEEPER_CRASH_AT=point)
         try:
             assert crashing.proc.wait(60) == -signal.SIGKILL
         finally:
             crashing.proc.kill()
             crashing.stop()
-        relay.drain()
-        daemon = Daemon(settings, tmp_path / "daemon.log")
-        try:
-            wait_until_done(store, daemon)
-        finally:
-            daemon.stop()
-        relay.drain()
-        check_exactly_once(store, dovecot_server, contacts)
+        restart_and_check(settings, store, dovecot_server, relay, contacts, timeout=120)
     finally:
         store.close()
 
@@ -169,19 +170,7 @@ def test_sigkill_at_random_points_of_a_1000_notice_departure(
     store = open_store(settings)
     try:
         contacts, _ = build_org(tmp_path, settings, store, dovecot_server, "rnd", 1000)
-        assert (
-            main(
-                [
-                    "--config",
-                    str(settings.source_files[0]),
-                    "depart",
-                    LEAVER,
-                    "--successor",
-                    SUCCESSOR,
-                ]
-            )
-            == 0
-        )
+        depart(settings)
         kills = sorted(random.Random(7).sample(range(20, 980), 5))
         for threshold in kills:
             daemon = Daemon(settings, tmp_path / "daemon.log")
@@ -195,13 +184,6 @@ def test_sigkill_at_random_points_of_a_1000_notice_departure(
                 daemon.proc.kill()
                 daemon.proc.wait(10)
                 daemon.stop()
-        relay.drain()
-        daemon = Daemon(settings, tmp_path / "daemon.log")
-        try:
-            wait_until_done(store, daemon, timeout=300)
-        finally:
-            daemon.stop()
-        relay.drain()
-        check_exactly_once(store, dovecot_server, contacts)
+        restart_and_check(settings, store, dovecot_server, relay, contacts, timeout=300)
     finally:
         store.close()

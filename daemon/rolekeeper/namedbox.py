@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from rolekeeper.backends.sieve import AutoReply, Redirect, SieveManager
 from rolekeeper.clock import as_utc
 from rolekeeper.config import Settings
+from rolekeeper.directory.queries import current_holder
 from rolekeeper.domain import pretty_number
 from rolekeeper.notices.render import Templates
 from rolekeeper.store.models import (
@@ -28,7 +29,6 @@ from rolekeeper.store.models import (
     Incident,
     Person,
     Role,
-    RoleHolder,
     Transition,
 )
 
@@ -166,12 +166,7 @@ def _auto_replies(
 def reply_context(
     session: Session, role: Role, leaver: Person, settings: Settings
 ) -> dict[str, Any]:
-    holder = session.scalars(
-        select(Person)
-        .join(RoleHolder, RoleHolder.person_id == Person.id)
-        .where(RoleHolder.role_id == role.id, RoleHolder.ended_at.is_(None))
-        .order_by(RoleHolder.kind)
-    ).first()
+    holder = current_holder(session, role.id)
     return {
         "organisation": settings.organisation.name,
         "leaver_name": leaver.name,

@@ -192,3 +192,13 @@ def status(session: Session, settings: Settings) -> dict[str, Any]:
         "open_transitions": open_transitions(session),
         "jobs": job_counts(session),
     }
+
+
+def current_holder(session: Session, role_id: int) -> Person | None:
+    """Who holds the role now (the holder before a co-holder)."""
+    return session.scalars(
+        select(Person)
+        .join(RoleHolder, RoleHolder.person_id == Person.id)
+        .where(RoleHolder.role_id == role_id, RoleHolder.ended_at.is_(None))
+        .order_by(RoleHolder.kind.desc())
+    ).first()

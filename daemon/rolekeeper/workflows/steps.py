@@ -14,6 +14,7 @@ from rolekeeper.backends.imap import ImapSource
 from rolekeeper.backends.smtp import SmtpSender
 from rolekeeper.backends.twilio import TwilioApi
 from rolekeeper.clock import local_date
+from rolekeeper.directory.queries import current_holder
 from rolekeeper.domain import pretty_number
 from rolekeeper.errors import RolekeeperError
 from rolekeeper.namedbox import ensure_filters
@@ -238,12 +239,7 @@ def notice_context(session: Session, ctx: StepContext, notice: Notice) -> dict[s
     role = session.get_one(Role, notice.role_id)
     holders: dict[int, str | None] = ctx.services.setdefault("holder_names", {})
     if role.id not in holders:  # one query per role, not per notice
-        holder = session.scalars(
-            select(Person)
-            .join(RoleHolder, RoleHolder.person_id == Person.id)
-            .where(RoleHolder.role_id == role.id, RoleHolder.ended_at.is_(None))
-            .order_by(RoleHolder.kind)
-        ).first()
+        holder = current_holder(session, role.id)
         holders[role.id] = holder.name if holder else None
     leaver = session.get(Person, transition.person_id) if transition.person_id else None
     return {
