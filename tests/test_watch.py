@@ -438,3 +438,21 @@ def test_a_long_read_parsed_by_workers_stores_what_an_inline_read_stores(
     assert pooled[0]["messages"] == 3 * len(names)
     assert pooled[0]["bodies"] > 0 and pooled[1] and pooled[2] == 1
     assert pooled == plain
+
+
+def test_commits_in_order_stop_at_the_first_failure() -> None:
+    """A later batch's cursor must never be stored after an earlier batch failed."""
+    from rolekeeper.watch import InOrder
+
+    ran: list[int] = []
+
+    def fail() -> None:
+        raise OSError("disk full")
+
+    commits = InOrder()
+    commits.submit(lambda: ran.append(1))
+    commits.submit(fail)
+    commits.submit(lambda: ran.append(3))
+    with pytest.raises(OSError, match="disk full"):
+        commits.wait()
+    assert ran == [1]

@@ -9,10 +9,13 @@ is read back `watch.backfill_days` and what that finds is recorded, never acted 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -95,6 +98,32 @@ class _InFlight:
     facts: dict[int, MessageFacts] = field(default_factory=dict)
     bodies: Pending | None = None
     batch: _Batch = field(default_factory=_Batch)
+
+
+class InOrder:
+    """Runs calls one after another in a thread; after a failure none of the later ones
+    runs (a later batch's cursor must not move past a batch that was not stored)."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scan-commit")
+        self._last: Future[None] | None = None
+
+    def submit(self, call: Callable[[], None]) -> None:
+        before = self._last
+
+        def run() -> None:
+            if before is not None:
+                before.result()  # re-raises an earlier failure instead of running
+            call()
+
+        self._last = self._executor.submit(run)
+
+    def wait(self) -> None:
+        try:
+            if self._last is not None:
+                self._last.result()
+        finally:
+            self._executor.shutdown(wait=True)
 
 
 def parse_cursor(value: str | None) -> tuple[int, int] | None:
@@ -231,23 +260,58 @@ class Scanner:
         # A pipeline over batches: the next batch's header fields are fetched while the
         # parser reads this one's, and a batch is committed while the parser reads the next
         # one's bodies. Commits keep the batches' order, so the cursor only moves forward.
-        ahead: deque[Pending] = deque()
-        previous: _InFlight | None = None
-        for index, batch_uids in enumerate(batches):
-            # Header fields of the next batches are fetched while the parser reads these.
-            while len(ahead) < LOOKAHEAD and index + len(ahead) < len(batches):
-                ahead.append(self._fetch_headers(where, batches[index + len(ahead)], parser))
-            flight = self._fetch_bodies(where, batch_uids, ahead.popleft(), directory, parser)
-            if previous is not None:
-                self._finish(key, where, previous, directory, live, replay, report)
-            previous = flight
-        if previous is not None:
-            self._finish(key, where, previous, directory, live, replay, report)
+        commits = InOrder() if parser is not INLINE else None
+        try:
+            self._pipeline(key, where, batches, directory, parser, live, replay, report, commits)
+        except BaseException:
+            if commits is not None:
+                with contextlib.suppress(Exception):
+                    commits.wait()  # what was stored stays stored; the scan still fails
+            raise
+        if commits is not None:
+            commits.wait()  # raises the first failure; nothing after it was committed
         if not uids and not replay:
             self._commit(
                 key, folder, state.uidvalidity, [state.uidnext - 1], _Batch(), False, report
             )
         return report
+
+    def _pipeline(
+        self,
+        key: str,
+        where: _Where,
+        batches: list[list[int]],
+        directory: Directory,
+        parser: Parser,
+        live: bool,
+        replay: bool,
+        report: ScanReport,
+        commits: InOrder | None,
+    ) -> None:
+        """Header fields of the next batches are fetched while the parser reads these; a
+        long read commits in a thread of its own, in order, while the next batches are
+        fetched (SQLite works without the interpreter lock); a short one commits at once."""
+        ahead: deque[Pending] = deque()
+        previous: _InFlight | None = None
+        finish = functools.partial(
+            self._finish,
+            key,
+            where,
+            directory=directory,
+            live=live,
+            replay=replay,
+            report=report,
+            commits=commits,
+        )
+        for index, batch_uids in enumerate(batches):
+            while len(ahead) < LOOKAHEAD and index + len(ahead) < len(batches):
+                ahead.append(self._fetch_headers(where, batches[index + len(ahead)], parser))
+            flight = self._fetch_bodies(where, batch_uids, ahead.popleft(), directory, parser)
+            if previous is not None:
+                finish(previous)
+            previous = flight
+        if previous is not None:
+            finish(previous)
 
     def _parser_for(self, messages: int) -> Parser:
         """Worker processes for a long read; a few messages are parsed at once, here."""
@@ -301,10 +365,12 @@ class Scanner:
         key: str,
         where: _Where,
         flight: _InFlight,
+        *,
         directory: Directory,
         live: bool,
         replay: bool,
         report: ScanReport,
+        commits: InOrder | None,
     ) -> None:
         batch = flight.batch
         assert flight.bodies is not None
@@ -322,7 +388,11 @@ class Scanner:
             for finding in evaluate(facts, directory):
                 batch.incidents.append(_incident_row(finding, facts, live, source, now))
             self._learn(facts, directory, where.mailbox, batch, now)
-        self._commit(key, where.folder, where.uidvalidity, flight.uids, batch, replay, report)
+        args = (key, where.folder, where.uidvalidity, flight.uids, batch, replay, report)
+        if commits is None:
+            self._commit(*args)
+        else:
+            commits.submit(functools.partial(self._commit, *args))
 
     def _unreadable(self, batch: _Batch, where: _Where, uid: int, reason: str) -> None:
         batch.unreadable.append(
