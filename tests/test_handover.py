@@ -176,3 +176,41 @@ def test_a_departure_end_to_end(
         assert "done" in capsys.readouterr().out
     finally:
         store.close()
+
+
+def test_a_rotation_by_plan_file(
+    tmp_path: Path, dovecot_server: DovecotServer, relay: LmtpRelay
+) -> None:
+    """manager1 passes from Ivan to Maria and manager3 from Maria to Ivan: access follows,
+    the clients of both roles are told in their language, the supervisor gets the report."""
+    settings = handover_settings(tmp_path, dovecot_server)
+    store = open_store(settings)
+    try:
+        contacts, staff = build_org(tmp_path, settings, store, dovecot_server, "rot", 9)
+        plan = tmp_path / "rotation.csv"
+        plan.write_text(f"role,holder\nmanager1,{SUCCESSOR}\nmanager3,{LEAVER}\n")
+        bad = tmp_path / "bad.csv"
+        bad.write_text("role,holder\nmanager1,\n")
+        assert run_cli(settings, "rotate", "--plan", str(bad)) == 3
+        assert run_cli(settings, "rotate", "--plan", str(plan)) == 0
+        assert run_cli(settings, "transitions", "run") == 0
+        relay.drain()
+        with store.sessions() as session:
+            transition = session.scalars(select(Transition)).one()
+            assert transition.kind == "rotation" and transition.status == "done"
+            notices = list(session.scalars(select(Notice)))
+            leaver = session.scalars(select(Person).where(Person.named_address == LEAVER)).one()
+            assert leaver.active  # a rotation is not a departure
+        # Clients of manager1 (n % 3 != 0 in the generated org) got a notice each.
+        ours = {a for n, (a, _) in enumerate(contacts) if n % 3}
+        assert {n.recipient for n in notices} >= ours
+        assert {n.status for n in notices} == {"sent"}
+        mail = [m for m in inbox(dovecot_server, contacts[1][0]) if "rk-notice-" in m["Message-ID"]]
+        assert len(mail) == 1 and "rotation" in mail[0].get_body(("plain",)).get_content()
+        assert can_read(dovecot_server, SUCCESSOR, staff[SUCCESSOR], ROLES[0])
+        assert not can_read(dovecot_server, LEAVER, staff[LEAVER], ROLES[0])
+        nonce = transition.plan["nonce"]
+        reports = [m for m in inbox(dovecot_server, SUPERVISOR) if f".{nonce}@" in m["Message-ID"]]
+        assert len(reports) == 1
+    finally:
+        store.close()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
@@ -23,7 +26,12 @@ from rolekeeper.notices.outbox import counts
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.db import transaction
 from rolekeeper.store.models import Notice, Person, Transition, TransitionStep
-from rolekeeper.workflows.departure import create_transition, plan_departure
+from rolekeeper.workflows.departure import (
+    PlanError,
+    create_transition,
+    plan_departure,
+    plan_rotation,
+)
 from rolekeeper.workflows.job import run_transitions_now
 
 
@@ -56,6 +64,17 @@ def register(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan, store nothing")
     add_json_flag(p)
     p.set_defaults(func=_depart)
+
+    p = sub.add_parser("rotate", help="pass roles to new holders (a rotation), by a plan file")
+    p.add_argument(
+        "--plan", type=Path, required=True, help="CSV with columns role,holder (one per role)"
+    )
+    p.add_argument(
+        "--effective", type=_effective, default="now", help="ISO 8601 time, or now (default)"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the plan, store nothing")
+    add_json_flag(p)
+    p.set_defaults(func=_rotate)
 
     group = sub.add_parser("transitions", help="departures and rotations").add_subparsers(
         dest="action", required=True
@@ -102,6 +121,50 @@ def _depart(args: argparse.Namespace) -> int:
     else:
         verb = "would hand over" if args.dry_run else "hands over"
         print(f"{person.named_address} {verb}, from {plan['effective_at']}:")
+        for key, heir in plan["roles"].items():
+            print(f"  {key} → {heir}")
+        if not args.dry_run:
+            print(f"transition {plan['transition']}: the daemon runs it when it falls due")
+    return 0
+
+
+def read_rotation_plan(path: Path) -> list[tuple[str, str]]:
+    """(role, holder) rows of a rotation plan CSV; a bad row names its line."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise RolekeeperError(f"{path}: cannot be read: {exc.strerror}") from None
+    rows = list(csv.DictReader(io.StringIO(text)))
+    pairs = []
+    for line, row in enumerate(rows, 2):
+        role, holder = (row.get("role") or "").strip(), (row.get("holder") or "").strip()
+        if not role or not holder:
+            raise PlanError(f"{path}:{line}: expected a role and a holder")
+        pairs.append((role, holder))
+    return pairs
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    pairs = read_rotation_plan(args.plan)
+    with store_of(args) as store, transaction(store.sessions) as session:
+        plans = plan_rotation(session, pairs)
+        plan: dict[str, Any] = {
+            "effective_at": args.effective.isoformat(),
+            "roles": {p.role_key: p.successor for p in plans},
+        }
+        if args.dry_run:
+            session.rollback()
+        else:
+            transition = create_transition(
+                session, "rotation", None, plans, args.effective, actor()
+            )
+            session.flush()
+            plan["transition"] = transition.id
+    if args.json:
+        print_json(plan)
+    else:
+        verb = "would pass" if args.dry_run else "pass"
+        print(f"roles {verb}, from {plan['effective_at']}:")
         for key, heir in plan["roles"].items():
             print(f"  {key} → {heir}")
         if not args.dry_run:

@@ -111,16 +111,49 @@ def open_transitions(session: Session, person_id: int) -> list[Transition]:
     )
 
 
+def plan_rotation(session: Session, pairs: Sequence[tuple[str, str]]) -> list[RolePlan]:
+    """Roles passing to new holders, by role key and person; each role currently held."""
+    plans = []
+    seen: set[str] = set()
+    for key, who in pairs:
+        if key in seen:
+            raise PlanError(f"role {key} appears twice in the plan")
+        seen.add(key)
+        role = session.scalars(select(Role).where(Role.key == key)).one_or_none()
+        if role is None:
+            raise PlanError(f"no role {key!r}")
+        heir = find_person(session, who)
+        if not heir.active:
+            raise PlanError(f"role {key}: {heir.named_address} is not active")
+        holder = current_holder_id(session, role.id)
+        if holder == heir.id:
+            raise PlanError(f"role {key}: {heir.named_address} holds it already")
+        plans.append(RolePlan(role.id, role.key, role.address, heir.id, heir.named_address))
+    if not plans:
+        raise PlanError("the plan names no role")
+    return plans
+
+
+def current_holder_id(session: Session, role_id: int) -> int | None:
+    return session.scalar(
+        select(RoleHolder.person_id).where(
+            RoleHolder.role_id == role_id,
+            RoleHolder.kind == "holder",
+            RoleHolder.ended_at.is_(None),
+        )
+    )
+
+
 def create_transition(
     session: Session,
     kind: str,
-    person: Person,
+    person: Person | None,
     plans: Sequence[RolePlan],
     effective_at: datetime,
     created_by: str,
     extra: Mapping[str, Any] | None = None,
 ) -> Transition:
-    if open_transitions(session, person.id):
+    if person is not None and open_transitions(session, person.id):
         raise PlanError(
             f"{person.named_address} already has an open transition "
             "(see `rolekeeper transitions list`; cancel it first)"
@@ -130,11 +163,13 @@ def create_transition(
         # Part of every notice's Message-ID: unique beyond this store (a rebuilt store
         # starts its transition ids at 1 again, the mailboxes keep the old notices).
         "nonce": secrets.token_hex(4),
+        # Who held each role before: the notices and the report name them.
+        "previous": {str(p.role_id): current_holder_id(session, p.role_id) for p in plans},
         **(extra or {}),
     }
     transition = Transition(
         kind=kind,
-        person_id=person.id,
+        person_id=person.id if person is not None else None,
         effective_at=effective_at,
         status="scheduled",
         plan=plan,
@@ -151,7 +186,7 @@ def create_transition(
         session,
         created_by,
         f"transition.{kind}",
-        person.named_address,
+        person.named_address if person is not None else ",".join(p.role_key for p in plans),
         {
             "transition": transition.id,
             "effective_at": effective_at.isoformat(),

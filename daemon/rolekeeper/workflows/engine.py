@@ -48,6 +48,14 @@ class StepContext:
         assert person_id is not None
         return session.get_one(Person, person_id)
 
+    def outgoing(self, session: Session) -> list[Person]:
+        """Who gives roles up: the leaver, or in a rotation every previous holder."""
+        transition = self.transition(session)
+        if transition.person_id is not None:
+            return [session.get_one(Person, transition.person_id)]
+        ids = sorted({int(p) for p in transition.plan.get("previous", {}).values() if p})
+        return [session.get_one(Person, person_id) for person_id in ids]
+
 
 Step = Callable[[StepContext], dict[str, Any] | None]
 

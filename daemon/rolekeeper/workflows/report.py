@@ -23,7 +23,7 @@ SEGMENT_ORDER = {"vip": 0, "key": 1, "regular": 2, "minor": 3}
 
 def report_context(session: Session, ctx: StepContext) -> dict[str, Any]:
     transition = ctx.transition(session)
-    leaver = ctx.leaver(session)
+    outgoing = ctx.outgoing(session)
     plan = transition.plan.get("roles", {})
     roles = {int(r): session.get_one(Role, int(r)) for r in plan}
     heirs = {int(r): session.get_one(Person, int(p)) for r, p in plan.items()}
@@ -59,7 +59,7 @@ def report_context(session: Session, ctx: StepContext) -> dict[str, Any]:
     risky = session.execute(
         select(Client, func.count(Incident.id), func.max(Incident.detected_at))
         .join(Incident, Incident.client_id == Client.id)
-        .where(Incident.person_id == leaver.id, Incident.detected_at >= since)
+        .where(Incident.person_id.in_([p.id for p in outgoing]), Incident.detected_at >= since)
         .group_by(Client.id)
     ).all()
     at_risk: list[dict[str, Any]] = [
@@ -75,7 +75,7 @@ def report_context(session: Session, ctx: StepContext) -> dict[str, Any]:
     at_risk.sort(key=lambda c: (SEGMENT_ORDER.get(c["segment"], 9), -c["incidents"], c["name"]))
     return {
         "transition_id": transition.id,
-        "leaver_name": leaver.name,
+        "leaver_name": ", ".join(p.name for p in outgoing),
         "effective_date": local_date(transition.effective_at, ctx.settings.organisation.timezone),
         "roles": [
             {"name": roles[r].name, "address": roles[r].address, "successor": heirs[r].name}
@@ -91,32 +91,39 @@ def send_report(ctx: StepContext, mailer: SmtpSender, filing: ImapSource) -> dic
     from rolekeeper.actions import sender_address
 
     with ctx.sessions() as session:
-        leaver = ctx.leaver(session)
-        boss = session.get(Person, leaver.supervisor_id) if leaver.supervisor_id else None
-        if boss is None:
-            return {"report": "not sent: the leaver has no supervisor in the directory"}
+        bosses = {
+            boss.named_address: boss
+            for person in ctx.outgoing(session)
+            if person.supervisor_id is not None
+            for boss in [session.get_one(Person, person.supervisor_id)]
+        }
+        if not bosses:
+            return {"report": "not sent: no supervisor in the directory"}
         context = report_context(session, ctx)
     sender = sender_address(ctx.settings)
     with ctx.sessions() as session:
         nonce = ctx.transition(session).plan.get("nonce", "0")
     message_id = f"<rk-report-{ctx.transition_id}.{nonce}@{sender.rpartition('@')[2]}>"
-    # After a crash between sending and recording, the supervisor's mailbox tells.
-    if filing.has_message(boss.named_address, "INBOX", message_id):
-        return {"report": boss.named_address, "message_id": message_id, "found": True}
     subject, body = Templates(ctx.settings.handover.templates_dir).render(
         "handover_report", ctx.settings.actions.language, **context
     )
-    mailer.send(
-        build_message(
-            ("rolekeeper", sender),
-            [(boss.name, boss.named_address)],
-            subject,
-            body,
-            message_id=message_id,
-        )
-    )
+    sent = []
+    for n, boss in enumerate(sorted(bosses.values(), key=lambda b: b.named_address)):
+        mid = message_id if n == 0 else message_id.replace("@", f".{n}@", 1)
+        # After a crash between sending and recording, the supervisor's mailbox tells.
+        if not filing.has_message(boss.named_address, "INBOX", mid):
+            mailer.send(
+                build_message(
+                    ("rolekeeper", sender),
+                    [(boss.name, boss.named_address)],
+                    subject,
+                    body,
+                    message_id=mid,
+                )
+            )
+        sent.append(boss.named_address)
     return {
-        "report": boss.named_address,
+        "report": ", ".join(sent),
         "message_id": message_id,
         "clients": len(context["clients"]),
         "at_risk": len(context["at_risk"]),

@@ -241,7 +241,9 @@ def notice_context(session: Session, ctx: StepContext, notice: Notice) -> dict[s
     if role.id not in holders:  # one query per role, not per notice
         holder = current_holder(session, role.id)
         holders[role.id] = holder.name if holder else None
-    leaver = session.get(Person, transition.person_id) if transition.person_id else None
+    previous = transition.plan.get("previous", {}).get(str(role.id))
+    leaver_id = transition.person_id or previous
+    leaver = session.get(Person, leaver_id) if leaver_id else None
     return {
         "contact_name": contact.name,
         "client_name": client.name,
