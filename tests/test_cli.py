@@ -39,20 +39,28 @@ def rk_json(config: Path, *args: str) -> Any:
 
 
 def test_demo_imports_the_sample_organisation_and_is_repeatable(demo: Path) -> None:
+    """Each run starts from a fresh store: the same import, the same departure."""
     again = rk("demo", "--dir", str(demo.parent)).stdout
-    assert "import people      7 rows,   7 people: 0 new, 0 changed, 7 unchanged" in again
-    assert "import clients    85 rows,  40 clients: 0 new, 0 changed, 40 unchanged" in again
-    assert "manager1@acme.example" in again
+    assert "import people      7 rows,   7 people: 7 new, 0 changed, 0 unchanged" in again
+    assert "import clients    85 rows,  40 clients: 40 new, 0 changed, 0 unchanged" in again
     assert "Clients per segment: vip 2, key 11, regular 20, minor 7" in again
+    assert "transition 1: done" in again
+    assert "25 notices sent from the role mailboxes (9 in en, 16 in ru)" in again
+    assert "The supervisor's report:" in again
 
 
 def test_roles_people_clients_lists(demo: Path) -> None:
     roles = {r["role"]: r for r in rk_json(demo, "roles", "list")}
-    assert roles["manager1"]["holder"] == "ivan.petrov@acme.example"
+    # The demo ends with Ivan Petrov's departure: Maria Kuznetsova holds his roles.
+    assert roles["manager1"]["holder"] == "maria.kuznetsova@acme.example"
     assert roles["manager1"]["number"] == "+74951204501"
     assert sum(r["clients"] for r in roles.values()) == 40
     people = {p["address"]: p for p in rk_json(demo, "people", "list")}
-    assert people["ivan.petrov@acme.example"]["roles"] == ["manager1", "manager2"]
+    assert people["maria.kuznetsova@acme.example"]["roles"] == [
+        "manager1",
+        "manager2",
+        "manager3",
+    ]
     assert people["ivan.petrov@acme.example"]["supervisor"] == "igor.smirnov@acme.example"
     vip = rk_json(demo, "clients", "list", "--segment", "vip")
     assert len(vip) == 2 and {c["segment"] for c in vip} == {"vip"}

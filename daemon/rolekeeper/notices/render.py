@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.policy
 from datetime import UTC, datetime
+from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
@@ -21,6 +22,9 @@ import jinja2
 
 PACKAGED = Path(__file__).with_name("templates")
 WIRE_POLICY = email.policy.compat32.clone(linesep="\r\n")
+# Bodies in quoted-printable: readable where they are ASCII, safe for every relay.
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.body_encoding = QP
 
 
 class Templates:
@@ -72,23 +76,29 @@ def build_message(
     `formataddr`, a quarter of the cost of the newer header registry (which matters at
     thousands of notices), and every value first put on one line, so no name or subject can
     inject a header."""
-    text = MIMEText(body, "plain", "utf-8")
+    text = MIMEText(body, "plain", _UTF8_QP)  # type: ignore[arg-type]  # takes a Charset too
     if html is None:
         message: Message = text
     else:
         message = MIMEMultipart("alternative")
         message.attach(text)
-        message.attach(MIMEText(html, "html", "utf-8"))
+        message.attach(MIMEText(html, "html", _UTF8_QP))  # type: ignore[arg-type]
     message.policy = WIRE_POLICY
     message["From"] = formataddr(_one_line(sender), charset="utf-8")
     message["To"] = ", ".join(formataddr(_one_line(a), charset="utf-8") for a in to)
-    message["Subject"] = Header(" ".join(subject.split()), "utf-8")  # type: ignore[assignment]  # compat32 takes Header
+    message["Subject"] = _encoded(" ".join(subject.split()))
     message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = message_id or make_msgid(domain=sender[1].rpartition("@")[2])
     message["Auto-Submitted"] = "auto-generated"
     for key, value in (headers or {}).items():
-        message[key] = Header(" ".join(value.split()), "utf-8")  # type: ignore[assignment]
+        message[key] = _encoded(" ".join(value.split()))
     return message
+
+
+def _encoded(value: str) -> Any:
+    """ASCII as it is; anything else a Header, which the generator writes as RFC 2047
+    encoded words folded between words (compat32 headers take Header objects)."""
+    return value if value.isascii() else Header(value, "utf-8")
 
 
 def wire_bytes(message: Message) -> bytes:
