@@ -555,6 +555,8 @@ class HandoverSettings(_Section):
     at_risk_days: int = Field(default=90, ge=1, le=3650)
     # A directory of the admin's own templates (transition.en.txt, …); packaged ones else.
     templates_dir: Path | None = None
+    # Where HR drops departure files (CSV or JSON); each is taken whole or not at all.
+    drop_folder: Path | None = None
 
 
 # RFC 4314 rights Dovecot stores. The obsolete RFC 2086 rights "c" and "d" are not accepted:

@@ -13,6 +13,7 @@ from rolekeeper.reconcile import RECONCILE
 from rolekeeper.telephony.mailcopy import MAIL as TELEPHONY_MAIL
 from rolekeeper.telephony.numbers import RECONCILE as TELEPHONY_RECONCILE
 from rolekeeper.testhooks import TEST_HOOKS_ENV
+from rolekeeper.workflows.hrdrop import HR_DROP
 from rolekeeper.workflows.job import TRANSITIONS
 
 
@@ -33,6 +34,7 @@ def job_kinds() -> dict[str, JobKind]:
         TELEPHONY_MAIL,
         TELEPHONY_RECONCILE,
         TRANSITIONS,
+        HR_DROP,
         RECONCILE,
     ]
     if os.environ.get(TEST_HOOKS_ENV) == "1":

@@ -23,7 +23,8 @@ def parse_when(value: str) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 date") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    # In UTC: the store keeps UTC, and SQLite would keep another zone's wall time as is.
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

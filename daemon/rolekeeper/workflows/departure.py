@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from rolekeeper.clock import as_utc
 from rolekeeper.errors import RolekeeperError
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.models import Person, Role, RoleHolder, Transition, TransitionStep
@@ -153,6 +154,8 @@ def create_transition(
     created_by: str,
     extra: Mapping[str, Any] | None = None,
 ) -> Transition:
+    # Stored as UTC: SQLite keeps the wall time of whatever zone it is given.
+    effective_at = as_utc(effective_at)
     if person is not None and open_transitions(session, person.id):
         raise PlanError(
             f"{person.named_address} already has an open transition "
