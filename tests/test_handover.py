@@ -9,6 +9,7 @@ import email.policy
 import smtplib
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -212,5 +213,28 @@ def test_a_rotation_by_plan_file(
         nonce = transition.plan["nonce"]
         reports = [m for m in inbox(dovecot_server, SUPERVISOR) if f".{nonce}@" in m["Message-ID"]]
         assert len(reports) == 1
+    finally:
+        store.close()
+
+
+def test_pair_mode_until_a_date(tmp_path: Path, dovecot_server: DovecotServer) -> None:
+    """A co-holder reads the role mailbox beside its holder until the pairing ends."""
+    settings = handover_settings(tmp_path, dovecot_server)
+    store = open_store(settings)
+    try:
+        _, staff = build_org(tmp_path, settings, store, dovecot_server, "pair", 3)
+        assert run_cli(settings, "reconcile", "--once") == 0
+        assert not can_read(dovecot_server, SUCCESSOR, staff[SUCCESSOR], ROLES[0])
+        until = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+        assert run_cli(settings, "pair", "manager1", SUCCESSOR, "--until", until) == 0
+        assert can_read(dovecot_server, SUCCESSOR, staff[SUCCESSOR], ROLES[0])
+        assert can_read(dovecot_server, LEAVER, staff[LEAVER], ROLES[0])  # the holder stays
+        assert run_cli(settings, "pair", "manager1", SUCCESSOR) == 3  # already paired
+        assert run_cli(settings, "transitions", "run") == 0  # not due yet
+        assert can_read(dovecot_server, SUCCESSOR, staff[SUCCESSOR], ROLES[0])
+        time.sleep(2.5)
+        assert run_cli(settings, "transitions", "run") == 0
+        assert not can_read(dovecot_server, SUCCESSOR, staff[SUCCESSOR], ROLES[0])
+        assert can_read(dovecot_server, LEAVER, staff[LEAVER], ROLES[0])
     finally:
         store.close()

@@ -25,7 +25,7 @@ from rolekeeper.errors import NotFoundError, RolekeeperError
 from rolekeeper.notices.outbox import counts
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.db import transaction
-from rolekeeper.store.models import Notice, Person, Transition, TransitionStep
+from rolekeeper.store.models import Notice, Person, RoleHolder, Transition, TransitionStep
 from rolekeeper.workflows.departure import (
     PlanError,
     create_transition,
@@ -75,6 +75,16 @@ def register(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the plan, store nothing")
     add_json_flag(p)
     p.set_defaults(func=_rotate)
+
+    p = sub.add_parser("pair", help="give a role a co-holder beside its holder")
+    p.add_argument("role", help="role key")
+    p.add_argument("person", help="named address or exact name of the co-holder")
+    p.add_argument("--until", type=parse_when, help="end the pairing then (ISO 8601)")
+    p.set_defaults(func=_pair)
+    p = sub.add_parser("unpair", help="end a co-holder's pairing now")
+    p.add_argument("role", help="role key")
+    p.add_argument("person", help="named address or exact name of the co-holder")
+    p.set_defaults(func=_unpair)
 
     group = sub.add_parser("transitions", help="departures and rotations").add_subparsers(
         dest="action", required=True
@@ -170,6 +180,71 @@ def _rotate(args: argparse.Namespace) -> int:
         if not args.dry_run:
             print(f"transition {plan['transition']}: the daemon runs it when it falls due")
     return 0
+
+
+def _pair(args: argparse.Namespace) -> int:
+    """The co-holder gets access and send-as at once (the reconciler runs now when [imap] is
+    configured, else at its next pass); --until stores the end as a transition that the
+    daemon runs when it falls due."""
+    settings = settings_of(args)
+    with store_of(args) as store:
+        with transaction(store.sessions) as session:
+            (plan,) = plan_rotation(session, [(args.role, args.person)])
+            taken = session.scalar(
+                select(RoleHolder.id).where(
+                    RoleHolder.role_id == plan.role_id,
+                    RoleHolder.person_id == plan.successor_id,
+                    RoleHolder.ended_at.is_(None),
+                )
+            )
+            if taken is not None:
+                raise PlanError(f"{plan.successor} already shares role {plan.role_key}")
+            session.add(
+                RoleHolder(
+                    role_id=plan.role_id,
+                    person_id=plan.successor_id,
+                    kind="coholder",
+                    started_at=utcnow(),
+                )
+            )
+            record_audit(
+                session,
+                actor(),
+                "role.coholder",
+                plan.role_address,
+                {
+                    "coholder": plan.successor,
+                    "until": args.until.isoformat() if args.until else None,
+                },
+            )
+            if args.until is not None:
+                end = create_transition(session, "unpair", None, [plan], args.until, actor())
+                session.flush()
+                print(f"the pairing ends at {args.until.isoformat()} (transition {end.id})")
+        _reconcile_now(store, settings, plan.role_key)
+    print(f"{plan.successor} now shares role {plan.role_key}")
+    return 0
+
+
+def _unpair(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    with store_of(args) as store:
+        with transaction(store.sessions) as session:
+            (plan,) = plan_rotation(session, [(args.role, args.person)], coholder=True)
+            create_transition(session, "unpair", None, [plan], utcnow(), actor())
+        results = run_transitions_now(store.sessions, settings)
+    print(f"pairing ended: {results}")
+    return 0
+
+
+def _reconcile_now(store: Any, settings: Any, role: str) -> None:
+    if settings.imap is None:
+        print("no [imap]: the reconciler grants access at its next pass")
+        return
+    from rolekeeper import reconcile
+
+    for change in reconcile.run_once(store.sessions, settings, [role], actor=actor()):
+        print(f"  {change.describe()}")
 
 
 def _list(args: argparse.Namespace) -> int:

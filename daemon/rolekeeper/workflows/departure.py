@@ -30,6 +30,7 @@ DEPARTURE_STEPS = (
     "send_notices",
     "report",
 )
+UNPAIR_STEPS = ("end_coholder", "access", "phones")
 ROTATION_STEPS = ("reassign", "access", "phones", "queue_notices", "send_notices", "report")
 
 
@@ -112,8 +113,10 @@ def open_transitions(session: Session, person_id: int) -> list[Transition]:
     )
 
 
-def plan_rotation(session: Session, pairs: Sequence[tuple[str, str]]) -> list[RolePlan]:
-    """Roles passing to new holders, by role key and person; each role currently held."""
+def plan_rotation(
+    session: Session, pairs: Sequence[tuple[str, str]], *, coholder: bool = False
+) -> list[RolePlan]:
+    """Roles passing to new holders (or co-holders), by role key and person."""
     plans = []
     seen: set[str] = set()
     for key, who in pairs:
@@ -127,7 +130,7 @@ def plan_rotation(session: Session, pairs: Sequence[tuple[str, str]]) -> list[Ro
         if not heir.active:
             raise PlanError(f"role {key}: {heir.named_address} is not active")
         holder = current_holder_id(session, role.id)
-        if holder == heir.id:
+        if holder == heir.id and not coholder:
             raise PlanError(f"role {key}: {heir.named_address} holds it already")
         plans.append(RolePlan(role.id, role.key, role.address, heir.id, heir.named_address))
     if not plans:
@@ -180,7 +183,7 @@ def create_transition(
     )
     session.add(transition)
     session.flush()
-    steps = DEPARTURE_STEPS if kind == "departure" else ROTATION_STEPS
+    steps = {"departure": DEPARTURE_STEPS, "unpair": UNPAIR_STEPS}.get(kind, ROTATION_STEPS)
     for seq, name in enumerate(steps, 1):
         session.add(
             TransitionStep(transition_id=transition.id, seq=seq, name=name, status="pending")

@@ -108,6 +108,32 @@ def reassign(ctx: StepContext) -> dict[str, Any]:
     return {"reassigned": changed}
 
 
+def end_coholder(ctx: StepContext) -> dict[str, Any]:
+    """A pairing ends: the co-holder's row closes (its access goes with the next step)."""
+    ended = []
+    with transaction(ctx.sessions) as session:
+        transition = ctx.transition(session)
+        for role, person in plan_roles(session, ctx):
+            for row in session.scalars(
+                select(RoleHolder).where(
+                    RoleHolder.role_id == role.id,
+                    RoleHolder.person_id == person.id,
+                    RoleHolder.kind == "coholder",
+                    RoleHolder.ended_at.is_(None),
+                )
+            ):
+                row.ended_at = transition.effective_at
+                ended.append(f"{role.key}: {person.named_address}")
+                record_audit(
+                    session,
+                    "rolekeeper",
+                    "role.coholder.end",
+                    role.address,
+                    {"coholder": person.named_address},
+                )
+    return {"ended": ended}
+
+
 def access(ctx: StepContext) -> dict[str, Any]:
     """Role mailboxes: the successors read (IMAP ACL) and send as them, the leaver no longer
     (the reconciler's desired state follows the new holder rows)."""
@@ -352,6 +378,7 @@ def steps() -> dict[str, Step]:
         "reassign": reassign,
         "phones": phones,
         "access": access,
+        "end_coholder": end_coholder,
         "named_mailbox": named_mailbox,
         "queue_notices": queue_notices,
         "send_notices": send_notices,
