@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlencode
 from xml.etree import ElementTree
@@ -13,14 +14,15 @@ from xml.etree import ElementTree
 import pytest
 import requests
 import uvicorn
-from sqlalchemy import select
+from sqlalchemy import select, update
 from twilio.request_validator import RequestValidator
 
 from rolekeeper.config import Settings
 from rolekeeper.duework import JobContext
 from rolekeeper.lab.ports import free_port
 from rolekeeper.lab.smtp import SmtpSink
-from rolekeeper.store.models import DueJob
+from rolekeeper.store.db import transaction
+from rolekeeper.store.models import DueJob, Person, Role, RoleHolder
 from rolekeeper.store.open import Store, open_store
 from rolekeeper.telephony.mailcopy import MAIL_JOB, send_role_mail
 from rolekeeper.telephony.webhooks import WebhookApp
@@ -263,6 +265,26 @@ def test_the_next_call_after_a_holder_change_rings_the_new_holder(
     change_holder(store, "sales1", "bob@acme.example")
     (number,) = hooks.twiml("/voice", CALL).iter("Number")
     assert number.text == BOB_PHONE
+
+
+def test_a_co_holder_rings_beside_the_holder(hooks: Hooks, store: Store) -> None:
+    """Pair mode: both work phones ring at once, both screened; ending it rings one again."""
+    with transaction(store.sessions) as session:
+        role_id = session.scalars(select(Role.id).where(Role.key == "sales1")).one()
+        bob_id = session.scalars(
+            select(Person.id).where(Person.named_address == "bob@acme.example")
+        ).one()
+        session.add(RoleHolder(role_id=role_id, person_id=bob_id, kind="coholder"))
+    numbers = list(hooks.twiml("/voice", CALL).iter("Number"))
+    assert [n.text for n in numbers] == [ALICE_PHONE, BOB_PHONE]
+    assert all(n.get("url", "").startswith(f"{PUBLIC}/voice/screen?") for n in numbers)
+    with transaction(store.sessions) as session:
+        session.execute(
+            update(RoleHolder)
+            .where(RoleHolder.kind == "coholder")
+            .values(ended_at=datetime.now(UTC))
+        )
+    assert [n.text for n in hooks.twiml("/voice", CALL).iter("Number")] == [ALICE_PHONE]
 
 
 def test_the_whisper_names_the_client_and_asks_for_1(hooks: Hooks) -> None:

@@ -26,6 +26,8 @@ class RoleRoute:
     number: str
     holder_name: str | None
     holder_phone: str | None
+    # Work phones of co-holders (pair mode): they ring beside the holder.
+    coholder_phones: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,18 @@ _ROUTE = (
         & (RoleHolder.kind == HolderKind.HOLDER),
     )
     .outerjoin(Person, (Person.id == RoleHolder.person_id) & Person.active)
+)
+_COHOLDER_PHONES = (
+    select(Person.work_phone)
+    .join(RoleHolder, RoleHolder.person_id == Person.id)
+    .where(
+        RoleHolder.role_id == bindparam("role"),
+        RoleHolder.ended_at.is_(None),
+        RoleHolder.kind == HolderKind.COHOLDER,
+        Person.active,
+        Person.work_phone.is_not(None),
+    )
+    .order_by(RoleHolder.id)
 )
 _ROUTE_BY_NUMBER = _ROUTE.where(Role.number == bindparam("value")).limit(1)
 _ROUTE_BY_KEY = _ROUTE.where(Role.key == bindparam("value")).limit(1)
@@ -74,7 +88,14 @@ def role_route(
     role_id, role_key, name, address, role_number, holder_name, holder_phone = row
     if role_number is None:
         return None
-    return RoleRoute(role_id, role_key, name, address, role_number, holder_name, holder_phone)
+    others = tuple(
+        phone
+        for phone in session.scalars(_COHOLDER_PHONES, {"role": role_id})
+        if phone and phone != holder_phone
+    )
+    return RoleRoute(
+        role_id, role_key, name, address, role_number, holder_name, holder_phone, others
+    )
 
 
 def all_role_routes(session: Session) -> list[RoleRoute]:

@@ -16,6 +16,7 @@ def ring_holder(
     ring_seconds: int,
     dialed_url: str,
     screen_url: str | None,
+    also: tuple[str, ...] = (),
 ) -> str:
     """Ring the holder's work phone showing the role number; `dialed_url` decides what
     follows (voicemail unless the holder took the call). With `screen_url` the holder hears
@@ -24,10 +25,13 @@ def ring_holder(
     dial = response.dial(
         action=dialed_url, method="POST", timeout=ring_seconds, caller_id=role_number
     )
-    if screen_url is not None:
-        dial.number(holder_phone, url=screen_url, method="POST")
-    else:
-        dial.number(holder_phone)
+    # Several <Number>s ring at once (a co-holder beside the holder); the first to take the
+    # call gets it.
+    for phone in (holder_phone, *also):
+        if screen_url is not None:
+            dial.number(phone, url=screen_url, method="POST")
+        else:
+            dial.number(phone)
     return str(response)
 
 

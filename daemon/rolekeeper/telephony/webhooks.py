@@ -205,6 +205,7 @@ class WebhookApp:
             ring_seconds=hooks.ring_seconds,
             dialed_url=self.url("/voice/dialed", role=route.key),
             screen_url=self.url("/voice/screen", role=route.key, caller=caller) if screen else None,
+            also=route.coholder_phones if route.holder_phone else (),
         )
 
     def screen(self, request: Request) -> str:
