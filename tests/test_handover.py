@@ -31,6 +31,8 @@ from tests.handover_org import (
     build_org,
     handover_settings,
 )
+from tests.servers.prism import TwilioProxy
+from tests.twilio_support import ACCOUNT, MESSAGING_SERVICE, PUBLIC, TOKEN
 
 
 def inbox(server: DovecotServer, user: str, folder: str = "INBOX") -> list[email.message.Message]:
@@ -236,5 +238,45 @@ def test_pair_mode_until_a_date(tmp_path: Path, dovecot_server: DovecotServer) -
         assert run_cli(settings, "transitions", "run") == 0
         assert not can_read(dovecot_server, SUCCESSOR, staff[SUCCESSOR], ROLES[0])
         assert can_read(dovecot_server, LEAVER, staff[LEAVER], ROLES[0])
+    finally:
+        store.close()
+
+
+def test_a_mobile_only_contact_gets_the_notice_by_sms(
+    tmp_path: Path, dovecot_server: DovecotServer, relay: LmtpRelay, twilio_proxy: TwilioProxy
+) -> None:
+    """Through Twilio's contract (Prism): from the role number via the Messaging Service."""
+    token = tmp_path / "twilio-token"
+    token.write_text(TOKEN + "\n", encoding="utf-8")
+    settings = handover_settings(
+        tmp_path,
+        dovecot_server,
+        f'[twilio]\naccount_sid = "{ACCOUNT}"\nauth_token_file = "{token}"\n'
+        f'api_base = "{twilio_proxy.url}"\nmessaging_service_sid = "{MESSAGING_SERVICE}"\n'
+        f'timeout_seconds = 2\nretry_seconds = 8\npublic_url = "{PUBLIC}"\n'
+        f'[twilio.fallback]\ndirectory = "{tmp_path / "fallback"}"\n',
+    )
+    store = open_store(settings)
+    try:
+        build_org(tmp_path, settings, store, dovecot_server, "sms", 3)
+        mobile = tmp_path / "mobile.csv"
+        mobile.write_text(
+            "ID клиента;Компания;Домены;Сегмент;Роль;Контакт;E-mail;Телефон;Мобильный;Язык\n"
+            "CRM-SMS;Mobile Only LLC;mobile-only.example;VIP;manager1;Oleg;;+7 916 123-45-67;да;ru\n",
+            encoding="utf-8",
+        )
+        assert run_cli(settings, "import", "clients", str(mobile)) == 0
+        assert run_cli(settings, "depart", LEAVER, "--successor", SUCCESSOR) == 0
+        assert run_cli(settings, "transitions", "run") == 0
+        with store.sessions() as session:
+            rows = {n.channel: n for n in session.scalars(select(Notice))}
+            assert session.scalars(select(Transition.status)).one() == "done"
+        assert rows["sms"].status == "sent" and rows["sms"].recipient == "+79161234567"
+        (post,) = twilio_proxy.calls("POST", rf"/2010-04-01/Accounts/{ACCOUNT}/Messages\.json$")
+        assert post.form["To"] == ["+79161234567"]
+        assert post.form["From"] == ["+74951204501"]  # manager1's role number
+        assert post.form["MessagingServiceSid"] == [MESSAGING_SERVICE]
+        assert "Мария Кузнецова" in post.form["Body"][0]
+        twilio_proxy.assert_all_valid()
     finally:
         store.close()
