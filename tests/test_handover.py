@@ -280,3 +280,28 @@ def test_a_mobile_only_contact_gets_the_notice_by_sms(
         twilio_proxy.assert_all_valid()
     finally:
         store.close()
+
+
+def test_notices_name_a_co_holder_beside_the_successor() -> None:
+    from rolekeeper.notices.render import Templates
+
+    context = {
+        "contact_name": "Oleg",
+        "client_name": "Mobile Only LLC",
+        "organisation": "Acme",
+        "role_name": "Manager 1",
+        "role_address": "manager1@acme.example",
+        "role_number": None,
+        "successor_name": "Maria Kuznetsova",
+        "coholder_names": "Anna Volkova",
+        "leaver_name": "Ivan Petrov",
+        "effective_date": "2026-12-01",
+        "kind": "departure",
+    }
+    templates = Templates()
+    for name in ("transition", "rotation"):
+        for language, word in (("en", "together with Anna Volkova"), ("ru", "вместе с Anna")):
+            _, body = templates.render(name, language, **context)
+            assert word in " ".join(body.split()), (name, language)
+            html = templates.render_html(name, language, **context) or ""
+            assert word in " ".join(html.split()), (name, language)

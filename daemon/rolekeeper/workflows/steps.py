@@ -267,6 +267,19 @@ def notice_context(session: Session, ctx: StepContext, notice: Notice) -> dict[s
     if role.id not in holders:  # one query per role, not per notice
         holder = current_holder(session, role.id)
         holders[role.id] = holder.name if holder else None
+        partners: dict[int, str] = ctx.services.setdefault("coholder_names", {})
+        partners[role.id] = ", ".join(
+            session.scalars(
+                select(Person.name)
+                .join(RoleHolder, RoleHolder.person_id == Person.id)
+                .where(
+                    RoleHolder.role_id == role.id,
+                    RoleHolder.kind == "coholder",
+                    RoleHolder.ended_at.is_(None),
+                )
+                .order_by(Person.name)
+            )
+        )
     previous = transition.plan.get("previous", {}).get(str(role.id))
     leaver_id = transition.person_id or previous
     leaver = session.get(Person, leaver_id) if leaver_id else None
@@ -278,6 +291,8 @@ def notice_context(session: Session, ctx: StepContext, notice: Notice) -> dict[s
         "role_address": role.address,
         "role_number": pretty_number(role.number) if role.number else None,
         "successor_name": holders[role.id] or role.name,
+        # Pair mode: the co-holder(s) working beside the holder, named in the notice.
+        "coholder_names": ctx.services["coholder_names"].get(role.id, ""),
         "leaver_name": leaver.name if leaver else "",
         "effective_date": local_date(transition.effective_at, ctx.settings.organisation.timezone),
         "kind": transition.kind,
