@@ -67,6 +67,8 @@ EXAMPLE_NOT_DEFAULT = {
     ("twilio", "fallback", "url"),
     ("provisioning", "supervisors"),
     ("provisioning", "keep_identifiers"),
+    ("handover", "rotation_every_months"),
+    ("handover", "rotation_groups"),
 }
 IMPORT_FIELDS = {"people": PEOPLE_FIELDS, "roles": ROLE_FIELDS, "clients": CLIENT_FIELDS}
 

@@ -557,6 +557,21 @@ class HandoverSettings(_Section):
     templates_dir: Path | None = None
     # Where HR drops departure files (CSV or JSON); each is taken whole or not at all.
     drop_folder: Path | None = None
+    # A rotation policy: every N months the holders of each group move one role along.
+    rotation_every_months: int = Field(default=0, ge=0, le=120)
+    rotation_groups: tuple[tuple[str, ...], ...] = ()
+
+    @field_validator("rotation_groups")
+    @classmethod
+    def _groups(cls, value: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+        seen: set[str] = set()
+        for group in value:
+            if len(group) < 2:
+                raise ValueError("each group needs at least two roles")
+            if seen & set(group) or len(set(group)) != len(group):
+                raise ValueError("a role may be in one group only, once")
+            seen |= set(group)
+        return value
 
 
 # RFC 4314 rights Dovecot stores. The obsolete RFC 2086 rights "c" and "d" are not accepted:

@@ -15,6 +15,7 @@ from rolekeeper.telephony.numbers import RECONCILE as TELEPHONY_RECONCILE
 from rolekeeper.testhooks import TEST_HOOKS_ENV
 from rolekeeper.workflows.hrdrop import HR_DROP
 from rolekeeper.workflows.job import TRANSITIONS
+from rolekeeper.workflows.policy import ROTATION_POLICY
 
 
 def _test_sleep(ctx: JobContext) -> None:
@@ -35,6 +36,7 @@ def job_kinds() -> dict[str, JobKind]:
         TELEPHONY_RECONCILE,
         TRANSITIONS,
         HR_DROP,
+        ROTATION_POLICY,
         RECONCILE,
     ]
     if os.environ.get(TEST_HOOKS_ENV) == "1":
