@@ -51,13 +51,16 @@ def write_clients(path: Path, tag: str, count: int) -> list[tuple[str, str]]:
     return contacts
 
 
-def handover_settings(tmp: Path, server: DovecotServer, extra: str = "") -> Settings:
+def handover_settings(
+    tmp: Path, server: DovecotServer, extra: str = "", *, delegate: bool = False
+) -> Settings:
     config = tmp / "rolekeeper.toml"
     config.write_text(
         DEMO_CONFIG.format(db=tmp / "rk.db")
         + server.config_sections(tmp / "master.pw", smtp=True)
         + f'[watch]\njournal_mailbox = "{JOURNAL}"\n'
         + "[handover]\njournal_grace_minutes = 0\n"
+        + ("delegate_named_mailbox = true\n" if delegate else "")
         + extra,
         encoding="utf-8",
     )

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 from imapclient.exceptions import IMAPClientError
+from sievelib.managesieve import Client as SieveClient
 from sqlalchemy import select
 
+from rolekeeper.backends.sieve import SieveManager
 from rolekeeper.cli import main
 from rolekeeper.config import Settings
 from rolekeeper.lab.dovecot import DovecotServer
@@ -74,6 +76,7 @@ def test_a_departure_end_to_end(
         dovecot_server,
         f'[provisioning]\nsend_as = "map"\nsender_map_path = "{sender_map}"\n'
         "postmap_command = []\n",
+        delegate=True,
     )
     store: Store = open_store(settings)
     try:
@@ -171,6 +174,16 @@ def test_a_departure_end_to_end(
         assert len(replies) == 1, [str(m["Subject"]) for m in replies]
         assert ROLES[0] in replies[0].get_body(("plain",)).get_content()
 
+        # Delegation (configured): the successor reads the leaver's named mailbox.
+        assert can_read(dovecot_server, SUCCESSOR, staff[SUCCESSOR], LEAVER)
+        # The reconciler puts back the named mailbox's filtering if someone switches it off.
+        sieve = SieveClient("127.0.0.1", dovecot_server.sieve_port)
+        assert sieve.connect(*dovecot_server.master_login(LEAVER), authmech="PLAIN")
+        assert sieve.setactive("")
+        sieve.logout()
+        assert SieveManager(settings.imap).active_scripts(LEAVER)[0] is None
+        assert run_cli(settings, "reconcile", "--once") == 0
+        assert SieveManager(settings.imap).active_scripts(LEAVER)[0] == "rolekeeper-main"
         # Running again changes nothing and sends nothing.
         before = len(dovecot_server.smtp.messages)
         assert run_cli(settings, "transitions", "run") == 0

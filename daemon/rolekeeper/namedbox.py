@@ -187,3 +187,31 @@ def ensure_filters(session: Session, mailbox: str, settings: Settings) -> list[s
     return SieveManager(settings.imap).ensure(
         mailbox, redirects, settings.actions.redirect_keep_copy, replies
     )
+
+
+def departed_mailboxes(session: Session) -> list[str]:
+    """Named mailboxes of people whose departure has started."""
+    return sorted(
+        set(
+            session.scalars(
+                select(Person.named_address)
+                .join(Transition, Transition.person_id == Person.id)
+                .where(
+                    Transition.kind == DEPARTURE,
+                    Transition.status.in_(("running", "done", "parked")),
+                )
+            )
+        )
+    )
+
+
+def keep_departed_filters(sessions: Any, settings: Settings) -> dict[str, list[str]]:
+    """The reconciler's Sieve part: every departed person's named mailbox keeps redirecting
+    and answering clients (a script switched off by hand is put back); returns changes."""
+    changed: dict[str, list[str]] = {}
+    with sessions() as session:
+        for mailbox in departed_mailboxes(session):
+            changes = ensure_filters(session, mailbox, settings)
+            if changes:
+                changed[mailbox] = changes
+    return changed

@@ -362,6 +362,21 @@ def _reconcile_job(ctx: JobContext) -> None:
         applied = exc.applied
     if applied:
         log.info("access reconciled", changes=len(applied))
+    keep_sieve(ctx.sessions, ctx.settings)
+
+
+def keep_sieve(sessions: sessionmaker[Session], settings: Settings) -> dict[str, list[str]]:
+    """Departed people's named mailboxes keep their redirect and auto-reply (Sieve)."""
+    from rolekeeper.namedbox import keep_departed_filters
+    from rolekeeper.store.audit import record_audit
+    from rolekeeper.store.db import transaction
+
+    changed = keep_departed_filters(sessions, settings)
+    for mailbox, changes in changed.items():
+        with transaction(sessions) as session:
+            record_audit(session, ACTOR, "sieve.repair", mailbox, {"changes": changes})
+        log.info("named mailbox filtering repaired", mailbox=mailbox, changes=changes)
+    return changed
 
 
 def _every(settings: Settings) -> timedelta:

@@ -8,7 +8,7 @@ from typing import Any
 
 from rolekeeper.commands.common import actor, add_json_flag, print_json, settings_of, store_of
 from rolekeeper.log import configure_logging
-from rolekeeper.reconcile import Change, ReconcileError, run_once
+from rolekeeper.reconcile import Change, ReconcileError, keep_sieve, run_once
 
 
 def register(sub: Any) -> None:
@@ -38,19 +38,26 @@ def _reconcile(args: argparse.Namespace) -> int:
             )
         except ReconcileError as exc:
             changes, failures = exc.applied, exc.failures
+        # Departed people's named mailboxes: their Sieve redirect and auto-reply.
+        sieve: dict[str, list[str]] = {}
+        if not args.dry_run and not args.role and settings.imap is not None:
+            sieve = keep_sieve(store.sessions, settings)
     if args.json:
         print_json(
             {
                 "dry_run": args.dry_run,
                 "changes": [c.as_dict() for c in changes],
                 "failed": [{**c.as_dict(), "error": why} for c, why in failures],
+                "sieve": sieve,
             }
         )
     else:
         verb = "would" if args.dry_run else "done:"
         for change in changes:
             print(f"{verb} {change.describe()}")
-        if not changes and not failures:
+        for mailbox, done in sieve.items():
+            print(f"done: Sieve on {mailbox}: {'; '.join(done)}")
+        if not changes and not failures and not sieve:
             print("nothing to change")
         for change, why in failures:
             print(f"FAILED {change.describe()}: {why}", file=sys.stderr)
