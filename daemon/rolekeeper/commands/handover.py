@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from rolekeeper.clock import as_utc, utcnow
 from rolekeeper.commands.common import (
@@ -28,6 +30,7 @@ from rolekeeper.store.db import transaction
 from rolekeeper.store.models import Notice, Person, RoleHolder, Transition, TransitionStep
 from rolekeeper.workflows.departure import (
     PlanError,
+    RolePlan,
     create_transition,
     plan_departure,
     plan_rotation,
@@ -111,30 +114,47 @@ def _depart(args: argparse.Namespace) -> int:
     if args.successor is None and not args.role:
         raise RolekeeperError("give --successor PERSON or --role ROLE=PERSON")
     per_role = dict(args.role)
+
+    def plan(session: Session) -> tuple[Person | None, list[RolePlan]]:
+        return plan_departure(session, args.person, args.successor, per_role)
+
+    return _store_transition(args, "departure", plan)
+
+
+def _store_transition(
+    args: argparse.Namespace,
+    kind: str,
+    make_plan: Callable[[Session], tuple[Person | None, list[RolePlan]]],
+) -> int:
+    """Plan, store (unless --dry-run) and print a departure or rotation."""
     with store_of(args) as store, transaction(store.sessions) as session:
-        person, plans = plan_departure(session, args.person, args.successor, per_role)
-        plan = {
-            "person": person.named_address,
+        person, plans = make_plan(session)
+        shown: dict[str, Any] = {
+            "kind": kind,
+            "person": person.named_address if person else None,
             "effective_at": args.effective.isoformat(),
             "roles": {p.role_key: p.successor for p in plans},
         }
         if args.dry_run:
             session.rollback()
         else:
-            transition = create_transition(
-                session, "departure", person, plans, args.effective, actor()
-            )
+            transition = create_transition(session, kind, person, plans, args.effective, actor())
             session.flush()
-            plan["transition"] = transition.id
+            shown["transition"] = transition.id
     if args.json:
-        print_json(plan)
-    else:
-        verb = "would hand over" if args.dry_run else "hands over"
-        print(f"{person.named_address} {verb}, from {plan['effective_at']}:")
-        for key, heir in plan["roles"].items():
-            print(f"  {key} → {heir}")
-        if not args.dry_run:
-            print(f"transition {plan['transition']}: the daemon runs it when it falls due")
+        print_json(shown)
+        return 0
+    who = shown["person"] or "roles"
+    verb = (
+        ("would hand over" if args.dry_run else "hands over")
+        if person
+        else ("would pass" if args.dry_run else "pass")
+    )
+    print(f"{who} {verb}, from {shown['effective_at']}:")
+    for key, heir in shown["roles"].items():
+        print(f"  {key} → {heir}")
+    if not args.dry_run:
+        print(f"transition {shown['transition']}: the daemon runs it when it falls due")
     return 0
 
 
@@ -156,30 +176,9 @@ def read_rotation_plan(path: Path) -> list[tuple[str, str]]:
 
 def _rotate(args: argparse.Namespace) -> int:
     pairs = read_rotation_plan(args.plan)
-    with store_of(args) as store, transaction(store.sessions) as session:
-        plans = plan_rotation(session, pairs)
-        plan: dict[str, Any] = {
-            "effective_at": args.effective.isoformat(),
-            "roles": {p.role_key: p.successor for p in plans},
-        }
-        if args.dry_run:
-            session.rollback()
-        else:
-            transition = create_transition(
-                session, "rotation", None, plans, args.effective, actor()
-            )
-            session.flush()
-            plan["transition"] = transition.id
-    if args.json:
-        print_json(plan)
-    else:
-        verb = "would pass" if args.dry_run else "pass"
-        print(f"roles {verb}, from {plan['effective_at']}:")
-        for key, heir in plan["roles"].items():
-            print(f"  {key} → {heir}")
-        if not args.dry_run:
-            print(f"transition {plan['transition']}: the daemon runs it when it falls due")
-    return 0
+    return _store_transition(
+        args, "rotation", lambda session: (None, plan_rotation(session, pairs))
+    )
 
 
 def _pair(args: argparse.Namespace) -> int:
