@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from rolekeeper.backends.imap import open_imap
+from rolekeeper.backends.imap import master_login, open_imap
 from rolekeeper.config import ImapSettings
 from rolekeeper.errors import RolekeeperError
 
@@ -46,11 +46,9 @@ class ImapAcl:
         self.settings = settings
 
     def _login(self, mailbox: str) -> tuple[str, str]:
-        cfg = self.settings
-        password = cfg.password.get_secret_value() if cfg.password else ""
-        if not cfg.master_user_separator:
+        if not self.settings.master_user_separator:
             raise AclError("ACLs need a master-user login: set imap.master_user_separator")
-        return f"{mailbox}{cfg.master_user_separator}{cfg.username}", password
+        return master_login(self.settings, mailbox)
 
     @contextmanager
     def session(self, mailbox: str) -> Iterator[IMAPClient]:

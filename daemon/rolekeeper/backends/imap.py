@@ -28,6 +28,12 @@ FETCH_BATCH = 2000  # Dovecot refuses command lines over 64 KiB
 _UID = re.compile(rb"[( ]UID (\d+)[ )]")
 
 
+def master_login(cfg: ImapSettings, mailbox: str) -> tuple[str, str]:
+    """Login and password that open `mailbox` as the admin (Dovecot's `mailbox*admin`)."""
+    password = cfg.password.get_secret_value() if cfg.password else ""
+    return f"{mailbox}{cfg.master_user_separator}{cfg.username}", password
+
+
 def open_imap(cfg: ImapSettings, login: str, password: str) -> IMAPClient:
     """Connect (TLS, STARTTLS or plain, as configured; certificates verified) and log in."""
     context = client_context(cfg.verify_tls, cfg.ca_file)
@@ -64,11 +70,9 @@ class ImapSource:
         self._lock = threading.Lock()
 
     def _login_for(self, mailbox: str) -> tuple[str, str]:
-        cfg = self.settings
-        password = cfg.password.get_secret_value() if cfg.password else ""
-        if not cfg.master_user_separator:
+        if not self.settings.master_user_separator:
             raise NotImplementedError("per-mailbox IMAP credentials are not supported yet")
-        return f"{mailbox}{cfg.master_user_separator}{cfg.username}", password
+        return master_login(self.settings, mailbox)
 
     def _client(self, mailbox: str) -> IMAPClient:
         with self._lock:
