@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import smtplib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -120,13 +120,26 @@ def _set(
     now: datetime,
     error: str | None = None,
 ) -> None:
+    with transaction(sessions) as session:
+        _mark(session, [notice_id], status, now, error)
+
+
+def _mark(
+    session: Session,
+    notice_ids: Sequence[int],
+    status: str,
+    now: datetime,
+    error: str | None = None,
+) -> None:
+    """One UPDATE moves these notices to `status` (inside the caller's transaction)."""
+    if not notice_ids:
+        return
     values: dict[str, Any] = {"status": status, "updated_at": now}
     if status == "sent":
         values["sent_at"] = now
     if error is not None:
         values["last_error"] = error[:2000]
-    with transaction(sessions) as session:
-        session.execute(update(Notice).where(Notice.id == notice_id).values(**values))
+    session.execute(update(Notice).where(Notice.id.in_(list(notice_ids))).values(**values))
 
 
 def send_pending(
@@ -157,17 +170,14 @@ def send_pending(
             queued = [item for item in batch if item[1] == "queued"]
             with transaction(sessions) as session:
                 now = clock()
-                for notice_id in filed:
-                    _mark(session, notice_id, "sent", now)
+                _mark(session, filed, "sent", now)
                 if queued:
                     session.execute(
                         update(Notice)
                         .where(Notice.id.in_([item[0] for item in queued]))
                         .values(status="sending", sending_at=now, attempts=Notice.attempts + 1)
                     )
-            for _ in filed:
-                report.sent += 1
-                crash_point("notice.sent")
+            _count_sent(report, filed)
             filed = []
             accepted = [item for item in batch if item[1] == "accepted"]
             for position, item in enumerate(queued):
@@ -188,11 +198,7 @@ def send_pending(
                 crash_point("notice.accepted.uncommitted")
                 accepted.append(item)
             with transaction(sessions) as session:
-                session.execute(
-                    update(Notice)
-                    .where(Notice.id.in_([item[0] for item in accepted]))
-                    .values(status="accepted", updated_at=clock())
-                )
+                _mark(session, [item[0] for item in accepted], "accepted", clock())
             for notice_id, _, _, role_address, _, data in accepted:
                 crash_point("notice.accepted")
                 filing.append(role_address, SENT_FOLDER, data)
@@ -202,12 +208,15 @@ def send_pending(
                     time.sleep(interval)
         if filed:
             with transaction(sessions) as session:
-                for notice_id in filed:
-                    _mark(session, notice_id, "sent", clock())
-            for _ in filed:
-                report.sent += 1
-                crash_point("notice.sent")
+                _mark(session, filed, "sent", clock())
+            _count_sent(report, filed)
     return report
+
+
+def _count_sent(report: OutboxReport, filed: list[int]) -> None:
+    for _ in filed:
+        report.sent += 1
+        crash_point("notice.sent")
 
 
 GROUP = 20  # notices per group of commits (see send_pending)
@@ -217,13 +226,8 @@ def _accepted_and_back(
     sessions: sessionmaker[Session], accepted: list[int], unsent: list[int], now: datetime
 ) -> None:
     with transaction(sessions) as session:
-        if accepted:
-            session.execute(update(Notice).where(Notice.id.in_(accepted)).values(status="accepted"))
-        session.execute(
-            update(Notice)
-            .where(Notice.id.in_(unsent))
-            .values(status="queued", updated_at=now, last_error="the server refused for now")
-        )
+        _mark(session, accepted, "accepted", now)
+        _mark(session, unsent, "queued", now, "the server refused for now")
 
 
 Prepared = tuple[int, str, str | None, str, Message, bytes]
@@ -271,13 +275,6 @@ def _prepared(
         for notice_id, status, recipient, address, context in read:
             message = render(context)
             yield (notice_id, status, recipient, address, message, wire_bytes(message))
-
-
-def _mark(session: Session, notice_id: int, status: str, now: datetime) -> None:
-    values: dict[str, Any] = {"status": status, "updated_at": now}
-    if status == "sent":
-        values["sent_at"] = now
-    session.execute(update(Notice).where(Notice.id == notice_id).values(**values))
 
 
 def _ids(
