@@ -19,8 +19,7 @@ from sqlalchemy.orm import Session
 from rolekeeper.backends.sieve import AutoReply, Redirect, SieveManager
 from rolekeeper.clock import as_utc
 from rolekeeper.config import Settings
-from rolekeeper.directory.queries import current_holder
-from rolekeeper.domain import pretty_number
+from rolekeeper.directory.queries import role_context
 from rolekeeper.notices.render import Templates
 from rolekeeper.store.models import (
     Client,
@@ -33,6 +32,7 @@ from rolekeeper.store.models import (
 )
 
 DEPARTURE = "departure"
+STARTED = ("running", "done", "parked")  # a departure whose steps have begun
 
 
 def incident_redirects(session: Session, mailbox: str, settings: Settings) -> dict[int, str]:
@@ -61,7 +61,7 @@ def departure_of(session: Session, mailbox: str) -> Transition | None:
         .where(
             Person.named_address == mailbox,
             Transition.kind == DEPARTURE,
-            Transition.status.in_(("running", "done", "parked")),
+            Transition.status.in_(STARTED),
         )
         .order_by(Transition.effective_at.desc())
         .limit(1)
@@ -166,15 +166,7 @@ def _auto_replies(
 def reply_context(
     session: Session, role: Role, leaver: Person, settings: Settings
 ) -> dict[str, Any]:
-    holder = current_holder(session, role.id)
-    return {
-        "organisation": settings.organisation.name,
-        "leaver_name": leaver.name,
-        "successor_name": holder.name if holder else role.name,
-        "role_name": role.name,
-        "role_address": role.address,
-        "role_number": pretty_number(role.number) if role.number else None,
-    }
+    return {**role_context(session, role, settings), "leaver_name": leaver.name}
 
 
 def ensure_filters(session: Session, mailbox: str, settings: Settings) -> list[str]:
@@ -198,7 +190,7 @@ def departed_mailboxes(session: Session) -> list[str]:
                 .join(Transition, Transition.person_id == Person.id)
                 .where(
                     Transition.kind == DEPARTURE,
-                    Transition.status.in_(("running", "done", "parked")),
+                    Transition.status.in_(STARTED),
                 )
             )
         )

@@ -202,3 +202,29 @@ def current_holder(session: Session, role_id: int) -> Person | None:
         .where(RoleHolder.role_id == role_id, RoleHolder.ended_at.is_(None))
         .order_by(RoleHolder.kind.desc())
     ).first()
+
+
+def role_context(session: Session, role: Role, settings: Settings) -> dict[str, Any]:
+    """What client-facing texts say of a role: its contacts and who holds it now (with any
+    co-holders beside the holder, pair mode)."""
+    from rolekeeper.domain import pretty_number
+
+    holder = current_holder(session, role.id)
+    coholders = session.scalars(
+        select(Person.name)
+        .join(RoleHolder, RoleHolder.person_id == Person.id)
+        .where(
+            RoleHolder.role_id == role.id,
+            RoleHolder.kind == HolderKind.COHOLDER,
+            RoleHolder.ended_at.is_(None),
+        )
+        .order_by(Person.name)
+    )
+    return {
+        "organisation": settings.organisation.name,
+        "role_name": role.name,
+        "role_address": role.address,
+        "role_number": pretty_number(role.number) if role.number else None,
+        "successor_name": holder.name if holder else role.name,
+        "coholder_names": ", ".join(coholders),
+    }

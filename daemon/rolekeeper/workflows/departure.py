@@ -17,6 +17,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from rolekeeper.clock import as_utc
+from rolekeeper.domain import OPEN_TRANSITION_STATUSES
 from rolekeeper.errors import RolekeeperError
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.models import Person, Role, RoleHolder, Transition, TransitionStep
@@ -107,7 +108,7 @@ def open_transitions(session: Session, person_id: int) -> list[Transition]:
         session.scalars(
             select(Transition).where(
                 Transition.person_id == person_id,
-                Transition.status.in_(("scheduled", "running", "parked")),
+                Transition.status.in_(OPEN_TRANSITION_STATUSES),
             )
         )
     )

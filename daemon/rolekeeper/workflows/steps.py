@@ -14,8 +14,7 @@ from rolekeeper.backends.imap import ImapSource
 from rolekeeper.backends.smtp import SmtpSender
 from rolekeeper.backends.twilio import TwilioApi
 from rolekeeper.clock import local_date
-from rolekeeper.directory.queries import current_holder
-from rolekeeper.domain import pretty_number
+from rolekeeper.directory.queries import role_context
 from rolekeeper.errors import RolekeeperError
 from rolekeeper.namedbox import ensure_filters
 from rolekeeper.notices import outbox
@@ -263,36 +262,16 @@ def notice_context(session: Session, ctx: StepContext, notice: Notice) -> dict[s
     contact = session.get_one(Contact, notice.contact_id)
     client = session.get_one(Client, contact.client_id)
     role = session.get_one(Role, notice.role_id)
-    holders: dict[int, str | None] = ctx.services.setdefault("holder_names", {})
-    if role.id not in holders:  # one query per role, not per notice
-        holder = current_holder(session, role.id)
-        holders[role.id] = holder.name if holder else None
-        partners: dict[int, str] = ctx.services.setdefault("coholder_names", {})
-        partners[role.id] = ", ".join(
-            session.scalars(
-                select(Person.name)
-                .join(RoleHolder, RoleHolder.person_id == Person.id)
-                .where(
-                    RoleHolder.role_id == role.id,
-                    RoleHolder.kind == "coholder",
-                    RoleHolder.ended_at.is_(None),
-                )
-                .order_by(Person.name)
-            )
-        )
+    roles: dict[int, dict[str, Any]] = ctx.services.setdefault("role_contexts", {})
+    if role.id not in roles:  # read once per role, not per notice
+        roles[role.id] = role_context(session, role, ctx.settings)
     previous = transition.plan.get("previous", {}).get(str(role.id))
     leaver_id = transition.person_id or previous
     leaver = session.get(Person, leaver_id) if leaver_id else None
     return {
+        **roles[role.id],
         "contact_name": contact.name,
         "client_name": client.name,
-        "organisation": ctx.settings.organisation.name,
-        "role_name": role.name,
-        "role_address": role.address,
-        "role_number": pretty_number(role.number) if role.number else None,
-        "successor_name": holders[role.id] or role.name,
-        # Pair mode: the co-holder(s) working beside the holder, named in the notice.
-        "coholder_names": ctx.services["coholder_names"].get(role.id, ""),
         "leaver_name": leaver.name if leaver else "",
         "effective_date": local_date(transition.effective_at, ctx.settings.organisation.timezone),
         "kind": transition.kind,
