@@ -19,7 +19,7 @@ from rolekeeper.backends.smtp import SmtpSender
 from rolekeeper.config import Settings
 from rolekeeper.detect.rules import MESSAGE_RULES
 from rolekeeper.domain import JobStatus, pretty_number
-from rolekeeper.duework import JobContext, JobKind
+from rolekeeper.duework import JobContext, JobKind, every_poll
 from rolekeeper.errors import RolekeeperError
 from rolekeeper.log import get_logger
 from rolekeeper.namedbox import desired_filters, ensure_filters
@@ -299,11 +299,7 @@ def next_digest(settings: Settings, now: datetime) -> datetime:
     return due.astimezone(UTC)
 
 
-def _plan_every(settings: Settings) -> timedelta:
-    return timedelta(seconds=settings.scheduler.poll_seconds)
-
-
-PLAN = JobKind(PLAN_JOB, plan, every=_plan_every)
+PLAN = JobKind(PLAN_JOB, plan, every=every_poll)
 ALERT = JobKind("action.alert", send_alert)
 REDIRECTS = JobKind("action.redirects", apply_redirects)
 DIGEST = JobKind("action.digest", send_digests, next_due=next_digest)

@@ -225,6 +225,11 @@ class DueWorkRunner:
         )
 
 
+def every_poll(settings: Settings) -> timedelta:
+    """The interval of work that runs at each scheduler poll (JobKind.every)."""
+    return timedelta(seconds=settings.scheduler.poll_seconds)
+
+
 def bring_forward(session: Session, kind: str, now: datetime) -> None:
     """Make a pending recurring job due now (work that may have fallen due while down)."""
     session.execute(

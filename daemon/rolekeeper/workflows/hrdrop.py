@@ -14,15 +14,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from rolekeeper.clock import utcnow
-from rolekeeper.config import Settings
-from rolekeeper.duework import JobContext, JobKind
+from rolekeeper.duework import JobContext, JobKind, every_poll
 from rolekeeper.errors import RolekeeperError
 from rolekeeper.log import get_logger
 from rolekeeper.store.db import transaction
@@ -112,8 +111,4 @@ def _job(ctx: JobContext) -> None:
         take_drops(ctx.sessions, folder)
 
 
-def _every(settings: Settings) -> timedelta:
-    return timedelta(seconds=settings.scheduler.poll_seconds)
-
-
-HR_DROP = JobKind("handover.hr_drop", _job, every=_every)
+HR_DROP = JobKind("handover.hr_drop", _job, every=every_poll)

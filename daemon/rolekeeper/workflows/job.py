@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from sqlalchemy.orm import Session, sessionmaker
 
 from rolekeeper.clock import utcnow
 from rolekeeper.config import Settings
-from rolekeeper.duework import JobContext, JobKind
+from rolekeeper.duework import JobContext, JobKind, every_poll
 from rolekeeper.workflows.engine import run_due
 from rolekeeper.workflows.steps import steps
 
@@ -27,8 +25,4 @@ def run_transitions(ctx: JobContext) -> None:
     run_transitions_now(ctx.sessions, ctx.settings)
 
 
-def _every(settings: Settings) -> timedelta:
-    return timedelta(seconds=settings.scheduler.poll_seconds)
-
-
-TRANSITIONS = JobKind("transitions.run", run_transitions, every=_every)
+TRANSITIONS = JobKind("transitions.run", run_transitions, every=every_poll)
