@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import socket
 import sqlite3
@@ -243,7 +244,7 @@ def main() -> int:
         "target_ratio": TARGET_RATIO,
         "meets_target": ratio >= TARGET_RATIO,
         "rate_limit": "off",
-        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
     }
     if failures:
         output["failures"] = failures

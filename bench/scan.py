@@ -782,7 +782,7 @@ def scan_round(
 
         scanner._commit = counting_commit  # type: ignore[method-assign]
         try:
-            # Started once when the daemon starts: timed apart from the scan.
+            # Started once per scanner and kept (the daemon's scanner lives on): timed apart.
             start = time.perf_counter()
             scanner.start_workers()
             workers_start_s = time.perf_counter() - start

@@ -4,7 +4,8 @@ fetches the next one and commits the last.
 Parsing is pure Python and costs more than the IMAP FETCH it follows (about 80 µs for the
 header fields and 140 µs for a body, against 45 µs of FETCH); on a second core it overlaps
 with the fetching and the store commits instead of adding to them. A spawned process
-(not forked: the daemon runs IDLE and scheduler threads) started once and kept.
+(not forked: the daemon runs IDLE and scheduler threads), started at the first long read
+and kept.
 """
 
 from __future__ import annotations

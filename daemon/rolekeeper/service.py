@@ -82,8 +82,6 @@ class Service:
         scheduler = self.scheduler = build_scheduler()
         add_every(scheduler, DUE_WORK_JOB, runner.run_due, self.settings.scheduler.poll_seconds)
         self.scanner = self._scanner(store)
-        if self.scanner is not None:
-            self.scanner.start_workers()
         idle: IdleWatcher | None = None
         if self.scanner is not None:
             add_every(scheduler, MAIL_SCAN_JOB, self._scan, self.settings.watch.poll_seconds)

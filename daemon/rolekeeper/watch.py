@@ -321,7 +321,7 @@ class Scanner:
 
     def start_workers(self) -> ParsePool | None:
         """Start the parse workers (`watch.parse_workers`) now rather than at the first long
-        read; the daemon does this at start. None when configured off."""
+        read (the first long read does it otherwise; they are kept). None when configured off."""
         workers = self.settings.watch.parse_workers
         if workers == 0:
             return None

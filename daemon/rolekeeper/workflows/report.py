@@ -100,9 +100,8 @@ def send_report(ctx: StepContext, mailer: SmtpSender, filing: ImapSource) -> dic
         if not bosses:
             return {"report": "not sent: no supervisor in the directory"}
         context = report_context(session, ctx)
-    sender = sender_address(ctx.settings)
-    with ctx.sessions() as session:
         nonce = ctx.transition(session).plan.get("nonce", "0")
+    sender = sender_address(ctx.settings)
     message_id = f"<rk-report-{ctx.transition_id}.{nonce}@{sender.rpartition('@')[2]}>"
     subject, body = Templates(ctx.settings.handover.templates_dir).render(
         "handover_report", ctx.settings.actions.language, **context
