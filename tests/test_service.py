@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select as io_select
 import signal
 import socket
 import subprocess
@@ -248,6 +249,14 @@ def test_console_output_on_a_tty(state: Path) -> None:
             seen += os.read(main_fd, 4096)
     finally:
         proc.send_signal(signal.SIGTERM)
+        # Keep reading: a child whose terminal buffer is full blocks on its next log line.
+        stop = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < stop:
+            if io_select.select([main_fd], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(main_fd, 4096)
+                except OSError:
+                    break  # the child closed the terminal
         assert proc.wait(20) == 0
         os.close(main_fd)
     text = seen.decode(errors="replace")
