@@ -12,40 +12,41 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from rolekeeper.detect.batchparse import Parsed, read_bodies, read_headers
-from rolekeeper.detect.facts import MessageFacts
+from rolekeeper.detect.batchparse import ReadBody, ReadHeaders, read_bodies, read_headers
 
 T = TypeVar("T")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 
-class Pending(Protocol):
-    def result(self) -> list[Parsed]: ...
+class Pending(Protocol[R_co]):
+    def result(self) -> Sequence[R_co]: ...
 
 
-class _Done:
-    def __init__(self, value: list[Parsed]) -> None:
+class _Done(Generic[R]):
+    def __init__(self, value: list[R]) -> None:
         self._value = value
 
-    def result(self) -> list[Parsed]:
+    def result(self) -> list[R]:
         return self._value
 
 
 class Parser(Protocol):
-    def headers(self, items: list[tuple[int, bytes]]) -> Pending: ...
-    def bodies(self, items: list[tuple[int, MessageFacts, bytes]]) -> Pending: ...
+    def headers(self, items: list[tuple[int, bytes]]) -> Pending[ReadHeaders]: ...
+    def bodies(self, items: list[tuple[int, bytes]]) -> Pending[ReadBody]: ...
 
 
 class InlineParser:
     """Parse at once in this thread: the choice for a few messages (IDLE's new mail)."""
 
-    def headers(self, items: list[tuple[int, bytes]]) -> Pending:
+    def headers(self, items: list[tuple[int, bytes]]) -> Pending[ReadHeaders]:
         return _Done(read_headers(items))
 
-    def bodies(self, items: list[tuple[int, MessageFacts, bytes]]) -> Pending:
+    def bodies(self, items: list[tuple[int, bytes]]) -> Pending[ReadBody]:
         return _Done(read_bodies(items))
 
 
@@ -61,13 +62,13 @@ def _ignore_stop_signals() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
-class _Gathered:
+class _Gathered(Generic[R]):
     """The results of a batch split over several workers, in the batch's order."""
 
-    def __init__(self, parts: list[Future[list[Parsed]]]) -> None:
+    def __init__(self, parts: list[Future[list[R]]]) -> None:
         self._parts = parts
 
-    def result(self) -> list[Parsed]:
+    def result(self) -> list[R]:
         return [parsed for part in self._parts for parsed in part.result()]
 
 
@@ -85,16 +86,16 @@ class ParsePool:
         for started in [self._executor.submit(read_headers, []) for _ in range(workers)]:
             started.result()
 
-    def _submit(self, fn: Callable[[list[T]], list[Parsed]], items: list[T]) -> Pending:
+    def _submit(self, fn: Callable[[list[T]], list[R]], items: list[T]) -> Pending[R]:
         size = max(1, -(-len(items) // self.workers))
         return _Gathered(
             [self._executor.submit(fn, items[i : i + size]) for i in range(0, len(items), size)]
         )
 
-    def headers(self, items: list[tuple[int, bytes]]) -> Pending:
+    def headers(self, items: list[tuple[int, bytes]]) -> Pending[ReadHeaders]:
         return self._submit(read_headers, items)
 
-    def bodies(self, items: list[tuple[int, MessageFacts, bytes]]) -> Pending:
+    def bodies(self, items: list[tuple[int, bytes]]) -> Pending[ReadBody]:
         return self._submit(read_bodies, items)
 
     def close(self) -> None:

@@ -28,9 +28,10 @@ from rolekeeper.backends.base import MailSource
 from rolekeeper.clock import Clock, SystemClock
 from rolekeeper.config import Settings
 from rolekeeper.detect.addresses import domain_of
+from rolekeeper.detect.batchparse import ReadBody, ReadHeaders
 from rolekeeper.detect.directory import Directory
 from rolekeeper.detect.facts import MessageFacts
-from rolekeeper.detect.message import HEADER_FIELDS
+from rolekeeper.detect.message import HEADER_FIELDS, add_body
 from rolekeeper.detect.phones import phones_in
 from rolekeeper.detect.rules import evaluate
 from rolekeeper.detect.rules.base import Finding
@@ -96,7 +97,7 @@ class _InFlight:
 
     uids: list[int]
     facts: dict[int, MessageFacts] = field(default_factory=dict)
-    bodies: Pending | None = None
+    bodies: Pending[ReadBody] | None = None
     batch: _Batch = field(default_factory=_Batch)
 
 
@@ -291,7 +292,7 @@ class Scanner:
         """Header fields of the next batches are fetched while the parser reads these; a
         long read commits in a thread of its own, in order, while the next batches are
         fetched (SQLite works without the interpreter lock); a short one commits at once."""
-        ahead: deque[Pending] = deque()
+        ahead: deque[Pending[ReadHeaders]] = deque()
         previous: _InFlight | None = None
         finish = functools.partial(
             self._finish,
@@ -335,7 +336,9 @@ class Scanner:
         if pool is not None:
             pool.close()
 
-    def _fetch_headers(self, where: _Where, uids: Sequence[int], parser: Parser) -> Pending:
+    def _fetch_headers(
+        self, where: _Where, uids: Sequence[int], parser: Parser
+    ) -> Pending[ReadHeaders]:
         fetched = self.source.fetch_headers(where.mailbox, where.folder, uids, HEADER_FIELDS)
         return parser.headers([(f.uid, f.data) for f in fetched])
 
@@ -343,7 +346,7 @@ class Scanner:
         self,
         where: _Where,
         uids: Sequence[int],
-        headers: Pending,
+        headers: Pending[ReadHeaders],
         directory: Directory,
         parser: Parser,
     ) -> _InFlight:
@@ -357,7 +360,7 @@ class Scanner:
         fetched = self.source.fetch_bodies(
             where.mailbox, where.folder, wanted, self.settings.watch.body_limit_bytes
         )
-        flight.bodies = parser.bodies([(f.uid, flight.facts[f.uid], f.data) for f in fetched])
+        flight.bodies = parser.bodies([(f.uid, f.data) for f in fetched])
         return flight
 
     def _finish(
@@ -374,12 +377,12 @@ class Scanner:
     ) -> None:
         batch = flight.batch
         assert flight.bodies is not None
-        for parsed in flight.bodies.result():
-            if parsed.facts is None:
+        for read in flight.bodies.result():
+            if read.body is None:
                 # Recorded; the header-only rules still judge the message.
-                self._unreadable(batch, where, parsed.uid, parsed.error or "")
+                self._unreadable(batch, where, read.uid, read.error or "")
             else:
-                flight.facts[parsed.uid] = parsed.facts
+                flight.facts[read.uid] = add_body(flight.facts[read.uid], read.body)
                 report.bodies += 1
         now = self.clock.now()
         source = f"{self.source.name}:{where.mailbox}/{where.folder}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import binascii
-import dataclasses
 import email
 import hashlib
 import re
@@ -11,6 +10,7 @@ from datetime import datetime
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import parsedate_to_datetime
+from typing import NamedTuple
 
 from rolekeeper.detect.addresses import addresses, first_address
 from rolekeeper.detect.authortext import carried_senders, html_to_text, split_author_text
@@ -78,40 +78,44 @@ def header_fields(raw: bytes) -> dict[str, str]:
     return fields
 
 
+class BodyFacts(NamedTuple):
+    """What a message's body adds to its header facts."""
+
+    author_text: str
+    carried_senders: tuple[str, ...]
+    attached: bool  # a message/rfc822 part is attached
+
+
 def facts_from_bytes(raw: bytes, *, with_body: bool = False) -> MessageFacts:
     try:
         fields = header_fields(raw)
         if not fields:
             raise UnreadableMessage("no header fields: not an RFC 822 message")
-        own_text: str | None = None
-        carried: tuple[str, ...] = ()
-        attached = False
-        if with_body:
-            own_text, carried, attached = _read_body(raw)
-        return _facts(fields, own_text, carried, attached)
+        facts = _facts(fields)
+        return add_body(facts, _read_body(raw)) if with_body else facts
     except UnreadableMessage:
         raise
     except Exception as exc:  # any parser failure makes the message unreadable
         raise UnreadableMessage(f"{type(exc).__name__}: {exc}") from exc
 
 
-def with_body(facts: MessageFacts, raw: bytes) -> MessageFacts:
-    """Add what the body says to facts already read from the header fields."""
+def read_body(raw: bytes) -> BodyFacts:
+    """What the body says; add it to the header facts with `add_body`."""
     try:
-        own_text, carried, attached = _read_body(raw)
+        return _read_body(raw)
     except Exception as exc:  # any parser failure makes the message unreadable
         raise UnreadableMessage(f"{type(exc).__name__}: {exc}") from exc
-    return dataclasses.replace(
-        facts,
-        author_text=own_text,
-        carried_senders=carried,
-        forward=facts.forward or attached,
+
+
+def add_body(facts: MessageFacts, body: BodyFacts) -> MessageFacts:
+    return facts._replace(
+        author_text=body.author_text,
+        carried_senders=body.carried_senders,
+        forward=facts.forward or body.attached,
     )
 
 
-def _facts(
-    fields: dict[str, str], own_text: str | None, carried: tuple[str, ...], attached: bool
-) -> MessageFacts:
+def _facts(fields: dict[str, str]) -> MessageFacts:
     message_id = _message_id(fields.get("message-id"))
     sender = first_address(fields.get("from"))
     subject = _decoded(fields.get("subject", ""))
@@ -138,9 +142,7 @@ def _facts(
         date=_date(fields.get("date")),
         automated=automated,
         calendar_reply="text/calendar" in content_type and "method=reply" in content_type,
-        forward=attached or bool(_FORWARD_SUBJECT.match(subject)),
-        carried_senders=carried,
-        author_text=own_text,
+        forward=bool(_FORWARD_SUBJECT.match(subject)),
     )
 
 
@@ -174,16 +176,15 @@ def _decoded(value: str) -> str:
         return value
 
 
-def _read_body(raw: bytes) -> tuple[str, tuple[str, ...], bool]:
-    """(author's text, senders of carried messages, whether a message is attached)."""
+def _read_body(raw: bytes) -> BodyFacts:
     text = fast_body_text(raw)
     if text is not None:
         own, rest = split_author_text(text[:MAX_TEXT])
-        return own, carried_senders(rest), False
+        return BodyFacts(own, carried_senders(rest), False)
     return _read_body_slowly(raw)
 
 
-def _read_body_slowly(raw: bytes) -> tuple[str, tuple[str, ...], bool]:
+def _read_body_slowly(raw: bytes) -> BodyFacts:
     message = email.message_from_bytes(raw)
     carried: dict[str, None] = {}
     attached = False
@@ -200,7 +201,7 @@ def _read_body_slowly(raw: bytes) -> tuple[str, tuple[str, ...], bool]:
     own, rest = split_author_text((text or "")[:MAX_TEXT])
     for address in carried_senders(rest):
         carried.setdefault(address, None)
-    return own, tuple(carried), attached
+    return BodyFacts(own, tuple(carried), attached)
 
 
 def _walk_outer(message: Message, carried: dict[str, None]) -> list[Message]:
