@@ -33,18 +33,21 @@ REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache"
 PRISM = CACHE / "node" / "node_modules" / ".bin" / "prism"
 CLI_CORE = "@twilio/cli-core@9.0.0"
-SPEC_MEMBER = "package/src/services/twilio-api/twilio_api_v2010.json"
-SPEC = CACHE / "twilio-spec" / "twilio_api_v2010.json"
+SPEC_DIR = CACHE / "twilio-spec"
+API_V2010 = "twilio_api_v2010.json"
+SERVERLESS_V1 = "twilio_serverless_v1.json"
+SPECS = (API_V2010, SERVERLESS_V1)
 
 
-def twilio_spec() -> Path | None:
-    """Twilio's 2010 API spec, from the npm package, fetched once into the cache."""
-    if SPEC.exists():
-        return SPEC
-    SPEC.parent.mkdir(parents=True, exist_ok=True)
+def twilio_spec(name: str = API_V2010) -> Path | None:
+    """One of Twilio's API specs, from the npm package, fetched once into the cache."""
+    spec = SPEC_DIR / name
+    if spec.exists():
+        return spec
+    SPEC_DIR.mkdir(parents=True, exist_ok=True)
     try:
         out = subprocess.run(
-            ["npm", "pack", CLI_CORE, "--silent", "--pack-destination", str(SPEC.parent)],
+            ["npm", "pack", CLI_CORE, "--silent", "--pack-destination", str(SPEC_DIR)],
             capture_output=True,
             text=True,
             check=True,
@@ -52,15 +55,16 @@ def twilio_spec() -> Path | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    tgz = SPEC.parent / out.stdout.strip().splitlines()[-1]
+    tgz = SPEC_DIR / out.stdout.strip().splitlines()[-1]
     with tarfile.open(tgz) as archive:
-        member = archive.extractfile(SPEC_MEMBER)
-        assert member is not None
-        tmp = SPEC.with_suffix(".tmp")
-        tmp.write_bytes(member.read())
-        tmp.replace(SPEC)
+        for wanted in SPECS:
+            member = archive.extractfile(f"package/src/services/twilio-api/{wanted}")
+            assert member is not None
+            tmp = (SPEC_DIR / wanted).with_suffix(".tmp")
+            tmp.write_bytes(member.read())
+            tmp.replace(SPEC_DIR / wanted)
     tgz.unlink()
-    return SPEC
+    return spec
 
 
 @contextlib.contextmanager
@@ -155,7 +159,7 @@ class TwilioProxy:
         bad = [r for r in self.records if r.prism_status is not None and r.prism_status >= 400]
         assert not bad, [(r.method, r.path, r.prism_status, r.prism_body) for r in bad]
 
-    def _fault_for(self, method: str, path: str) -> str | None:
+    def take_fault(self, method: str, path: str) -> str | None:
         with self.lock:
             for fault in self.faults:
                 if fault.remaining and fault.method == method and fault.path.search(path):
@@ -175,7 +179,7 @@ class TwilioProxy:
         )
         with self.lock:
             self.records.append(record)
-        fault = self._fault_for(record.method, record.path)
+        fault = self.take_fault(record.method, record.path)
         if fault in ("500", "429"):
             code = int(fault)
             error = {"code": 20000 + code, "message": "injected", "status": code}
@@ -245,21 +249,38 @@ def running_proxy(prism: str) -> Iterator[TwilioProxy]:
         server.server_close()
 
 
-@pytest.fixture(scope="session")
-def prism_url() -> Iterator[str]:
-    """One Prism for the session, serving Twilio's 2010 API spec."""
+def _prism_for(name: str) -> Iterator[str]:
     from tests.conftest import require
 
     require(PRISM.exists(), f"Prism is not installed ({PRISM}; run scripts/bootstrap test)")
-    spec = twilio_spec()
+    spec = twilio_spec(name)
     require(spec is not None, f"cannot fetch Twilio's OpenAPI spec ({CLI_CORE} via npm pack)")
     assert spec is not None
     with running_prism(spec) as url:
         yield url
 
 
+@pytest.fixture(scope="session")
+def prism_url() -> Iterator[str]:
+    """One Prism for the session, serving Twilio's 2010 API spec."""
+    yield from _prism_for(API_V2010)
+
+
+@pytest.fixture(scope="session")
+def serverless_prism_url() -> Iterator[str]:
+    """A second Prism, serving Twilio's Serverless v1 spec (serverless.twilio.com)."""
+    yield from _prism_for(SERVERLESS_V1)
+
+
 @pytest.fixture
 def twilio_proxy(prism_url: str) -> Iterator[TwilioProxy]:
     """A fresh recording proxy before the session's Prism, for one test."""
     with running_proxy(prism_url) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def serverless_proxy(serverless_prism_url: str) -> Iterator[TwilioProxy]:
+    """A fresh recording proxy before the session's Serverless Prism, for one test."""
+    with running_proxy(serverless_prism_url) as proxy:
         yield proxy
