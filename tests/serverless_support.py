@@ -47,7 +47,9 @@ class FakeServerless:
     def install(self, proxy: TwilioProxy) -> None:
         proxy.answer("GET", SERVICES, lambda r: self._list(r, "services", self.services))
         proxy.answer("POST", SERVICES, self._create_service)
-        proxy.answer("GET", ENVIRONMENTS, lambda r: self._list(r, "environments", self.environments))
+        proxy.answer(
+            "GET", ENVIRONMENTS, lambda r: self._list(r, "environments", self.environments)
+        )
         proxy.answer("POST", ENVIRONMENTS, self._create_environment)
         proxy.answer("GET", ASSETS, lambda r: self._list(r, "assets", self.assets))
         proxy.answer("POST", ASSETS, self._create_asset)

@@ -2,9 +2,15 @@
 
 Prism (`@stoplight/prism-cli`, installed by `scripts/bootstrap test` into .cache/node) checks
 every request against Twilio's contract (422 for a bad parameter, 401 without auth) and
-answers the spec's examples. The spec comes from the npm package `@twilio/cli-core`, packed
-at test time into .cache/twilio-spec (never committed). Prism keeps no state and never answers
-429 or 5xx, so `TwilioProxy` records what passed and injects those faults itself.
+answers the spec's examples. The specs (the 2010 API, and Serverless v1 for a second Prism)
+come from the npm package `@twilio/cli-core`, packed at test time into .cache/twilio-spec
+(never committed). Prism keeps no state and never answers 429 or 5xx, so `TwilioProxy`
+records what passed and injects those faults itself.
+
+Twilio's form parameters that are lists are sent as repeated keys (``AssetVersions=ZN1&
+AssetVersions=ZN2``: twilio-python and Twilio's own toolkits do so), which Prism 5.14 does
+not read as an array; only ``AssetVersions[]=…`` passes its check. So the proxy rewrites the
+list parameters the spec declares into that form for Prism alone, and records what was sent.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
@@ -141,6 +147,8 @@ class TwilioProxy:
     answers: list[tuple[str, re.Pattern[str], Answer]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
+    # Form parameters the spec declares as arrays (see the module's note).
+    array_fields: frozenset[str] = frozenset()
 
     def inject(self, method: str, path: str, kind: str, times: int = 1) -> None:
         """The next `times` requests matching get `kind` instead of a normal answer."""
@@ -187,7 +195,7 @@ class TwilioProxy:
         upstream = requests.request(
             handler.command,
             self.prism + handler.path,
-            data=body,
+            data=self._for_prism(record.form) if self.array_fields & set(record.form) else body,
             headers={k: v for k, v in handler.headers.items() if k.lower() != "host"},
             timeout=30,
         )
@@ -210,6 +218,14 @@ class TwilioProxy:
             status, payload = 500, {"code": 20500, "message": "injected", "status": 500}
         return self._send(handler, record, status, payload)
 
+    def _for_prism(self, form: dict[str, list[str]]) -> str:
+        pairs = [
+            (f"{name}[]" if name in self.array_fields else name, value)
+            for name, values in form.items()
+            for value in values
+        ]
+        return urlencode(pairs)
+
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, record: Recorded, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
@@ -221,9 +237,25 @@ class TwilioProxy:
         handler.wfile.write(data)
 
 
+def array_fields(spec: Path) -> frozenset[str]:
+    """The form parameters of `spec` whose type is array."""
+    data = json.loads(spec.read_text(encoding="utf-8"))
+    found = set()
+    for item in data["paths"].values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            content = operation.get("requestBody", {}).get("content", {})
+            form = content.get("application/x-www-form-urlencoded", {})
+            for name, prop in form.get("schema", {}).get("properties", {}).items():
+                if prop.get("type") == "array":
+                    found.add(name)
+    return frozenset(found)
+
+
 @contextlib.contextmanager
-def running_proxy(prism: str) -> Iterator[TwilioProxy]:
-    proxy = TwilioProxy(prism)
+def running_proxy(prism: str, arrays: frozenset[str] = frozenset()) -> Iterator[TwilioProxy]:
+    proxy = TwilioProxy(prism, array_fields=arrays)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -282,5 +314,7 @@ def twilio_proxy(prism_url: str) -> Iterator[TwilioProxy]:
 @pytest.fixture
 def serverless_proxy(serverless_prism_url: str) -> Iterator[TwilioProxy]:
     """A fresh recording proxy before the session's Serverless Prism, for one test."""
-    with running_proxy(serverless_prism_url) as proxy:
+    spec = twilio_spec(SERVERLESS_V1)
+    assert spec is not None
+    with running_proxy(serverless_prism_url, array_fields(spec)) as proxy:
         yield proxy
