@@ -4,6 +4,7 @@ timeline, with 429, 5xx and lost answers injected."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from xml.etree import ElementTree
@@ -115,8 +116,6 @@ def kind(record: Recorded) -> str:
         ("status", BUILD_STATUS),
         ("deployment", DEPLOYMENTS),
     ]:
-        import re
-
         if re.search(pattern, record.path):
             return name
     return record.path
