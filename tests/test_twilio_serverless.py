@@ -338,3 +338,25 @@ def test_dry_run_publishes_nothing(
     before = len(serverless_proxy.records)
     (state,) = numbers.reconcile(api, settings, store.sessions, dry_run=True)
     assert state.changes == {} and serverless_proxy.records[before:] == []
+
+
+def test_changing_the_visibility_republishes_every_document(
+    api: TwilioApi,
+    settings: Settings,
+    store: Store,
+    fake: FakeNumbers,
+    fake_serverless: FakeServerless,
+    serverless_proxy: TwilioProxy,
+) -> None:
+    numbers.provision(api, settings, store.sessions, ["sales2"])
+    assert settings.twilio is not None
+    fallback = settings.twilio.fallback.model_copy(update={"visibility": "public"})
+    public = settings.model_copy(
+        update={"twilio": settings.twilio.model_copy(update={"fallback": fallback})}
+    )
+    before = len(serverless_proxy.records)
+    numbers.reconcile(api, public, store.sessions)
+    uploads = [p for p in writes(serverless_proxy, before) if kind(p) == "upload"]
+    assert sorted(u.one("Visibility") for u in uploads) == ["public", "public"]
+    (environment,) = fake_serverless.environments
+    assert {v for v, _ in fake_serverless.served(environment).values()} == {"public"}
