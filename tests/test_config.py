@@ -253,6 +253,55 @@ def test_twilio_token_sources(tmp_path: Path) -> None:
     ]
 
 
+def _twilio(tmp_path: Path, extra: str) -> Path:
+    (tmp_path / "tok").write_text("t")
+    return write_config(
+        tmp_path,
+        f'[twilio]\naccount_sid = "AC{"0" * 32}"\nauth_token_file = "{tmp_path}/tok"\n{extra}',
+    )
+
+
+def test_fallback_on_twilio_serverless(tmp_path: Path) -> None:
+    path = _twilio(tmp_path, '[twilio.fallback]\npublish = "serverless"\ndomain_suffix = "fb"\n')
+    fallback = load_settings(path).twilio.fallback  # type: ignore[union-attr]
+    assert (fallback.service_name, fallback.environment) == ("rolekeeper-fallback", "production")
+    assert (fallback.domain_suffix, fallback.visibility) == ("fb", "protected")
+
+    path = _twilio(tmp_path, '[twilio.fallback]\npublish = "ftp"\n')
+    assert problems(path) == [
+        f"{path}: twilio.fallback.publish: input should be 'file' or 'serverless' (got 'ftp')"
+    ]
+    path = _twilio(
+        tmp_path, '[twilio.fallback]\npublish = "serverless"\nurl = "https://x.example"\n'
+    )
+    assert problems(path) == [
+        f'{path}: twilio.fallback: url is only for publish = "file"; with "serverless" the '
+        "URL is the Environment's domain on Twilio (remove url)"
+    ]
+    path = _twilio(tmp_path, '[twilio.fallback]\nservice_name = "no spaces please"\n')
+    (line,) = problems(path)
+    assert line.startswith(f"{path}: twilio.fallback.service_name: String should match pattern")
+    path = _twilio(tmp_path, '[twilio.fallback]\nvisibility = "private"\n')
+    (line,) = problems(path)
+    assert line.startswith(f"{path}: twilio.fallback.visibility: input should be")
+    path = _twilio(tmp_path, '[twilio.api_hosts]\n"example.com" = "http://127.0.0.1:1"\n')
+    assert problems(path) == [
+        f"{path}: twilio.api_hosts: 'example.com' is not a Twilio host (*.twilio.com)"
+    ]
+
+
+def test_a_bad_fallback_setting_exits_2(tmp_path: Path) -> None:
+    path = _twilio(tmp_path, '[twilio.fallback]\npublish = "serverless"\nenvironment = ""\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "rolekeeper", "--config", str(path), "check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"config error: {path}: twilio.fallback.environment: ")
+
+
 def test_segment_values_are_case_insensitive(tmp_path: Path) -> None:
     path = write_config(
         tmp_path, '[import.clients.segment_values]\n"Стратегический" = "VIP"\n"X" = "gold"\n'

@@ -65,6 +65,8 @@ EXAMPLE_NOT_DEFAULT = {
     ("twilio", "numbers", "adopt"),
     ("twilio", "webhooks", "access_number"),
     ("twilio", "fallback", "url"),
+    ("twilio", "fallback", "domain_suffix"),
+    ("twilio", "api_hosts"),
     ("provisioning", "supervisors"),
     ("provisioning", "keep_identifiers"),
     ("handover", "rotation_every_months"),

@@ -312,13 +312,35 @@ class TwilioFallbackSettings(_Section):
     """Static TwiML each number falls back to when the webhooks do not answer."""
 
     # Where it is published: a directory a web server serves, or Twilio Serverless assets.
-    publish: Literal["file"] = "file"
+    publish: Literal["file", "serverless"] = "file"
     # The directory the files are written to (one per number, replaced atomically).
     directory: Path = Field(default="/var/lib/rolekeeper/fallback-twiml", validate_default=True)
-    # The public URL of that directory; unset: numbers get no fallback URL.
+    # The public URL of that directory; unset: numbers get no fallback URL. File only: with
+    # serverless the URL is the Environment's domain, learned from Twilio.
     url: str | None = None
+    # Serverless: the Service's unique name (part of its domain) and the Environment's.
+    service_name: str = Field(
+        default="rolekeeper-fallback", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,49}$"
+    )
+    environment: str = Field(default="production", pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
+    # The Environment's domain suffix (...-<suffix>.twil.io); unset: none.
+    domain_suffix: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,15}$")
+    # "protected" assets answer only requests carrying Twilio's signature, as Twilio's own
+    # fallback requests do; "public" ones anyone who learns the URL.
+    visibility: Literal["protected", "public"] = "protected"
+    # Longest wait for Twilio to build the assets before the publish counts as failed.
+    build_timeout_seconds: float = Field(default=300.0, gt=0)
 
     _url = field_validator("url")(lambda value: _base_url(value))
+
+    @model_validator(mode="after")
+    def _url_only_for_files(self) -> Self:
+        if self.publish == "serverless" and self.url is not None:
+            raise ValueError(
+                'url is only for publish = "file"; with "serverless" the URL is the '
+                "Environment's domain on Twilio (remove url)"
+            )
+        return self
 
 
 class TwilioSettings(_Section):
@@ -327,6 +349,9 @@ class TwilioSettings(_Section):
     auth_token_credential: str | None = None
     auth_token: SecretStr | None = Field(default=None, exclude=True, repr=False)
     api_base: str | None = None  # only for test doubles; Twilio's own hosts otherwise
+    # Only for test doubles: one base URL per Twilio host (serverless.twilio.com, ...),
+    # before api_base, which takes every other *.twilio.com host.
+    api_hosts: dict[str, str] = Field(default_factory=dict)
     verify_tls: bool = True
     # Seconds to wait for one API answer, and how long to keep retrying (429, 5xx, timeouts).
     timeout_seconds: float = Field(default=15.0, gt=0)
@@ -345,6 +370,15 @@ class TwilioSettings(_Section):
     fallback: TwilioFallbackSettings = TwilioFallbackSettings()
 
     _public = field_validator("public_url")(lambda value: _base_url(value))
+
+    @field_validator("api_hosts")
+    @classmethod
+    def _hosts(cls, value: dict[str, str]) -> dict[str, str]:
+        for host in value:
+            if not host.endswith(".twilio.com"):
+                raise ValueError(f"{host!r} is not a Twilio host (*.twilio.com)")
+        return {host: str(_base_url(base)) for host, base in value.items()}
+
     _team = field_validator("team_line")(lambda value: _e164(value))
 
     @field_validator("account_sid")

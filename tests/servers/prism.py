@@ -2,9 +2,15 @@
 
 Prism (`@stoplight/prism-cli`, installed by `scripts/bootstrap test` into .cache/node) checks
 every request against Twilio's contract (422 for a bad parameter, 401 without auth) and
-answers the spec's examples. The spec comes from the npm package `@twilio/cli-core`, packed
-at test time into .cache/twilio-spec (never committed). Prism keeps no state and never answers
-429 or 5xx, so `TwilioProxy` records what passed and injects those faults itself.
+answers the spec's examples. The specs (the 2010 API, and Serverless v1 for a second Prism)
+come from the npm package `@twilio/cli-core`, packed at test time into .cache/twilio-spec
+(never committed). Prism keeps no state and never answers 429 or 5xx, so `TwilioProxy`
+records what passed and injects those faults itself.
+
+Twilio's form parameters that are lists are sent as repeated keys (``AssetVersions=ZN1&
+AssetVersions=ZN2``: twilio-python and Twilio's own toolkits do so), which Prism 5.14 does
+not read as an array; only ``AssetVersions[]=…`` passes its check. So the proxy rewrites the
+list parameters the spec declares into that form for Prism alone, and records what was sent.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
@@ -33,18 +39,21 @@ REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache"
 PRISM = CACHE / "node" / "node_modules" / ".bin" / "prism"
 CLI_CORE = "@twilio/cli-core@9.0.0"
-SPEC_MEMBER = "package/src/services/twilio-api/twilio_api_v2010.json"
-SPEC = CACHE / "twilio-spec" / "twilio_api_v2010.json"
+SPEC_DIR = CACHE / "twilio-spec"
+API_V2010 = "twilio_api_v2010.json"
+SERVERLESS_V1 = "twilio_serverless_v1.json"
+SPECS = (API_V2010, SERVERLESS_V1)
 
 
-def twilio_spec() -> Path | None:
-    """Twilio's 2010 API spec, from the npm package, fetched once into the cache."""
-    if SPEC.exists():
-        return SPEC
-    SPEC.parent.mkdir(parents=True, exist_ok=True)
+def twilio_spec(name: str = API_V2010) -> Path | None:
+    """One of Twilio's API specs, from the npm package, fetched once into the cache."""
+    spec = SPEC_DIR / name
+    if spec.exists():
+        return spec
+    SPEC_DIR.mkdir(parents=True, exist_ok=True)
     try:
         out = subprocess.run(
-            ["npm", "pack", CLI_CORE, "--silent", "--pack-destination", str(SPEC.parent)],
+            ["npm", "pack", CLI_CORE, "--silent", "--pack-destination", str(SPEC_DIR)],
             capture_output=True,
             text=True,
             check=True,
@@ -52,15 +61,16 @@ def twilio_spec() -> Path | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    tgz = SPEC.parent / out.stdout.strip().splitlines()[-1]
+    tgz = SPEC_DIR / out.stdout.strip().splitlines()[-1]
     with tarfile.open(tgz) as archive:
-        member = archive.extractfile(SPEC_MEMBER)
-        assert member is not None
-        tmp = SPEC.with_suffix(".tmp")
-        tmp.write_bytes(member.read())
-        tmp.replace(SPEC)
+        for wanted in SPECS:
+            member = archive.extractfile(f"package/src/services/twilio-api/{wanted}")
+            assert member is not None
+            tmp = (SPEC_DIR / wanted).with_suffix(".tmp")
+            tmp.write_bytes(member.read())
+            tmp.replace(SPEC_DIR / wanted)
     tgz.unlink()
-    return SPEC
+    return spec
 
 
 @contextlib.contextmanager
@@ -137,6 +147,8 @@ class TwilioProxy:
     answers: list[tuple[str, re.Pattern[str], Answer]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
+    # Form parameters the spec declares as arrays (see the module's note).
+    array_fields: frozenset[str] = frozenset()
 
     def inject(self, method: str, path: str, kind: str, times: int = 1) -> None:
         """The next `times` requests matching get `kind` instead of a normal answer."""
@@ -155,7 +167,7 @@ class TwilioProxy:
         bad = [r for r in self.records if r.prism_status is not None and r.prism_status >= 400]
         assert not bad, [(r.method, r.path, r.prism_status, r.prism_body) for r in bad]
 
-    def _fault_for(self, method: str, path: str) -> str | None:
+    def take_fault(self, method: str, path: str) -> str | None:
         with self.lock:
             for fault in self.faults:
                 if fault.remaining and fault.method == method and fault.path.search(path):
@@ -175,7 +187,7 @@ class TwilioProxy:
         )
         with self.lock:
             self.records.append(record)
-        fault = self._fault_for(record.method, record.path)
+        fault = self.take_fault(record.method, record.path)
         if fault in ("500", "429"):
             code = int(fault)
             error = {"code": 20000 + code, "message": "injected", "status": code}
@@ -183,7 +195,7 @@ class TwilioProxy:
         upstream = requests.request(
             handler.command,
             self.prism + handler.path,
-            data=body,
+            data=self._for_prism(record.form) if self.array_fields & set(record.form) else body,
             headers={k: v for k, v in handler.headers.items() if k.lower() != "host"},
             timeout=30,
         )
@@ -206,6 +218,14 @@ class TwilioProxy:
             status, payload = 500, {"code": 20500, "message": "injected", "status": 500}
         return self._send(handler, record, status, payload)
 
+    def _for_prism(self, form: dict[str, list[str]]) -> str:
+        pairs = [
+            (f"{name}[]" if name in self.array_fields else name, value)
+            for name, values in form.items()
+            for value in values
+        ]
+        return urlencode(pairs)
+
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, record: Recorded, status: int, payload: Any) -> None:
         data = json.dumps(payload).encode()
@@ -217,9 +237,25 @@ class TwilioProxy:
         handler.wfile.write(data)
 
 
+def array_fields(spec: Path) -> frozenset[str]:
+    """The form parameters of `spec` whose type is array."""
+    data = json.loads(spec.read_text(encoding="utf-8"))
+    found = set()
+    for item in data["paths"].values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            content = operation.get("requestBody", {}).get("content", {})
+            form = content.get("application/x-www-form-urlencoded", {})
+            for name, prop in form.get("schema", {}).get("properties", {}).items():
+                if prop.get("type") == "array":
+                    found.add(name)
+    return frozenset(found)
+
+
 @contextlib.contextmanager
-def running_proxy(prism: str) -> Iterator[TwilioProxy]:
-    proxy = TwilioProxy(prism)
+def running_proxy(prism: str, arrays: frozenset[str] = frozenset()) -> Iterator[TwilioProxy]:
+    proxy = TwilioProxy(prism, array_fields=arrays)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -245,21 +281,40 @@ def running_proxy(prism: str) -> Iterator[TwilioProxy]:
         server.server_close()
 
 
-@pytest.fixture(scope="session")
-def prism_url() -> Iterator[str]:
-    """One Prism for the session, serving Twilio's 2010 API spec."""
+def _prism_for(name: str) -> Iterator[str]:
     from tests.conftest import require
 
     require(PRISM.exists(), f"Prism is not installed ({PRISM}; run scripts/bootstrap test)")
-    spec = twilio_spec()
+    spec = twilio_spec(name)
     require(spec is not None, f"cannot fetch Twilio's OpenAPI spec ({CLI_CORE} via npm pack)")
     assert spec is not None
     with running_prism(spec) as url:
         yield url
 
 
+@pytest.fixture(scope="session")
+def prism_url() -> Iterator[str]:
+    """One Prism for the session, serving Twilio's 2010 API spec."""
+    yield from _prism_for(API_V2010)
+
+
+@pytest.fixture(scope="session")
+def serverless_prism_url() -> Iterator[str]:
+    """A second Prism, serving Twilio's Serverless v1 spec (serverless.twilio.com)."""
+    yield from _prism_for(SERVERLESS_V1)
+
+
 @pytest.fixture
 def twilio_proxy(prism_url: str) -> Iterator[TwilioProxy]:
     """A fresh recording proxy before the session's Prism, for one test."""
     with running_proxy(prism_url) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def serverless_proxy(serverless_prism_url: str) -> Iterator[TwilioProxy]:
+    """A fresh recording proxy before the session's Serverless Prism, for one test."""
+    spec = twilio_spec(SERVERLESS_V1)
+    assert spec is not None
+    with running_proxy(serverless_prism_url, array_fields(spec)) as proxy:
         yield proxy

@@ -106,22 +106,31 @@ def transient(exc: BaseException) -> bool:
     return rate_limited(exc) or outcome_unknown(exc)
 
 
+def routed_url(cfg: TwilioSettings, url: str) -> str:
+    """`url` as sent: unchanged in production; for test doubles, a host named in
+    ``api_hosts`` goes to its base, any other ``*.twilio.com`` host to ``api_base``."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    base = cfg.api_hosts.get(host)
+    if base is None and cfg.api_base and host.endswith(".twilio.com"):
+        base = cfg.api_base
+    if base is None:
+        return url
+    target = urlsplit(base)
+    return urlunsplit((target.scheme, target.netloc, parts.path, parts.query, parts.fragment))
+
+
 class _HttpClient(TwilioHttpClient):  # type: ignore[misc]
     """Twilio's own client with a timeout, TLS verification as configured and, for test
-    doubles only, every ``*.twilio.com`` host rewritten to ``api_base``."""
+    doubles only, Twilio's hosts rewritten (`routed_url`)."""
 
     def __init__(self, cfg: TwilioSettings) -> None:
         super().__init__(timeout=cfg.timeout_seconds)
         self.session.verify = cfg.verify_tls
-        base = urlsplit(cfg.api_base) if cfg.api_base else None
-        self._base = (base.scheme, base.netloc) if base else None
+        self._cfg = cfg
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-        if self._base is not None:
-            parts = urlsplit(url)
-            if parts.hostname and parts.hostname.endswith(".twilio.com"):
-                url = urlunsplit((*self._base, parts.path, parts.query, parts.fragment))
-        return super().request(method, url, *args, **kwargs)
+        return super().request(method, routed_url(self._cfg, url), *args, **kwargs)
 
 
 class TwilioApi:

@@ -398,3 +398,36 @@ class TwilioNumber(Base):
     provisioned_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
     # The last pass that found (or made) the number's settings equal to the desired ones.
     reconciled_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class FallbackEnvironment(Base):
+    """The Twilio Serverless Environment the fallback TwiML is deployed to, and the build
+    rolekeeper deployed there last (another build there means someone changed it)."""
+
+    __tablename__ = "fallback_environments"
+    __table_args__ = (UniqueConstraint("service_name", "environment"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_name: Mapped[str] = mapped_column(String(50))
+    environment: Mapped[str] = mapped_column(String(100))
+    service_sid: Mapped[str] = mapped_column(String(34))
+    environment_sid: Mapped[str] = mapped_column(String(34))
+    domain_name: Mapped[str] = mapped_column(String(255))
+    build_sid: Mapped[str | None] = mapped_column(String(34))
+    deployed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+
+class FallbackAsset(Base):
+    """One deployed fallback document: its Asset, the version deployed and the hash of
+    what that version holds, so only changed documents are uploaded again."""
+
+    __tablename__ = "fallback_assets"
+    __table_args__ = (UniqueConstraint("service_sid", "path"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    service_sid: Mapped[str] = mapped_column(String(34))
+    path: Mapped[str] = mapped_column(String(255))
+    asset_sid: Mapped[str] = mapped_column(String(34))
+    version_sid: Mapped[str] = mapped_column(String(34))
+    sha256: Mapped[str] = mapped_column(String(64))
+    deployed_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)

@@ -1,11 +1,12 @@
 """Static TwiML each number falls back to when `rolekeeper webhooks` does not answer.
 
 Twilio requests a number's fallback URL when its voice or SMS URL fails (down, timeout, 5xx).
-The files ring the role's holder at the time they were written, then the team line; they are
-rewritten on every holder change (`numbers.reroute`) and by each reconciler pass, atomically,
-into ``[twilio.fallback].directory``, which a web server publishes at
-``[twilio.fallback].url`` (fetched with GET). One pair of files per number:
-``<digits>.xml`` (voice) and ``<digits>-sms.xml`` (messaging).
+The documents ring the role's holder at the time they were written, then the team line; they
+are rewritten on every holder change (`numbers.reroute`) and by each reconciler pass. One
+pair per number: ``<digits>.xml`` (voice) and ``<digits>-sms.xml`` (messaging), fetched with
+GET from ``<base>/<file>``. Published either as files (this module, ``publish = "file"``):
+written atomically into ``[twilio.fallback].directory``, which a web server serves at
+``[twilio.fallback].url``; or as Twilio Serverless assets (`serverless_fallback`).
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ def file_names(number: str) -> tuple[str, str]:
     return f"{digits}.xml", f"{digits}-sms.xml"
 
 
-def fallback_urls(cfg: TwilioSettings, number: str) -> tuple[str, str] | None:
-    if cfg.fallback.url is None:
+def fallback_urls(base: str | None, number: str) -> tuple[str, str] | None:
+    """The voice and SMS fallback URLs of a number, given where its files are served."""
+    if base is None:
         return None
     voice, sms = file_names(number)
-    return f"{cfg.fallback.url}/{voice}", f"{cfg.fallback.url}/{sms}"
+    return f"{base}/{voice}", f"{base}/{sms}"
 
 
 def documents(cfg: TwilioSettings, route: RoleRoute) -> dict[str, str]:
@@ -46,7 +48,7 @@ def documents(cfg: TwilioSettings, route: RoleRoute) -> dict[str, str]:
     }
 
 
-def publish(cfg: TwilioSettings, route: RoleRoute) -> list[Path]:
+def write_files(cfg: TwilioSettings, route: RoleRoute) -> list[Path]:
     """Write the route's fallback files where they changed; returns the files written."""
     directory = cfg.fallback.directory
     directory.mkdir(parents=True, exist_ok=True)

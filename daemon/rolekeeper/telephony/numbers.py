@@ -1,7 +1,8 @@
 """Role numbers on Twilio: what each number's settings should be, provisioning, the reconciler.
 
 Desired state: a role's number is named after the role and sends voice and SMS to the
-webhooks (``[twilio].public_url``), falling back to the static files of `fallback`.
+webhooks (``[twilio].public_url``), falling back to the static TwiML of `fallback`, published
+as files or as Twilio Serverless assets (`serverless_fallback`).
 `reconcile` reads each number's settings from Twilio and changes only what differs
 (audited); `provision` first buys or adopts numbers for roles that lack one. Nothing here
 releases a number: that is always an admin's decision, made in the Twilio console.
@@ -17,6 +18,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from rolekeeper.backends.serverless import ServerlessApi
 from rolekeeper.backends.twilio import TwilioApi
 from rolekeeper.clock import utcnow
 from rolekeeper.config import Settings, TwilioSettings, missing_key
@@ -26,7 +28,7 @@ from rolekeeper.log import get_logger
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.db import transaction
 from rolekeeper.store.models import Role, TwilioNumber
-from rolekeeper.telephony import fallback, routing
+from rolekeeper.telephony import fallback, routing, serverless_fallback
 
 log = get_logger(__name__)
 RECONCILE_JOB = "telephony.reconcile"
@@ -43,8 +45,11 @@ def twilio_of(settings: Settings) -> TwilioSettings:
     return cfg
 
 
-def desired_settings(cfg: TwilioSettings, role_key: str, number: str) -> dict[str, str]:
-    """The IncomingPhoneNumber fields rolekeeper owns, as they should be."""
+def desired_settings(
+    cfg: TwilioSettings, role_key: str, number: str, fallback_base: str | None
+) -> dict[str, str]:
+    """The IncomingPhoneNumber fields rolekeeper owns, as they should be; the fallback URLs
+    when `fallback_base` (where the fallback TwiML is served) is known."""
     assert cfg.public_url is not None
     wanted = {
         "friendly_name": role_key[:64],
@@ -53,7 +58,7 @@ def desired_settings(cfg: TwilioSettings, role_key: str, number: str) -> dict[st
         "sms_url": f"{cfg.public_url}/sms",
         "sms_method": "POST",
     }
-    urls = fallback.fallback_urls(cfg, number)
+    urls = fallback.fallback_urls(fallback_base, number)
     if urls is not None:
         wanted |= {
             "voice_fallback_url": urls[0],
@@ -147,10 +152,15 @@ def provision(
     cfg = twilio_of(settings)
     with sessions() as session:
         items = plan(api, settings, session, roles)
+    base = None
+    if any(i.action == "buy" for i in items):
+        # A number is bought with its fallback URLs; with Serverless assets they are known
+        # once the Service and Environment exist (the reconcile below deploys the files).
+        base = fallback_base(cfg, sessions, api)
     done: list[PlanItem] = []
     for item in items:
         if item.action in ("buy", "adopt"):
-            item = _acquire(api, cfg, sessions, item, actor)
+            item = _acquire(api, cfg, sessions, item, base, actor)
         done.append(item)
     reconcile(api, settings, sessions, [i.role for i in done if i.action != "skip"], actor=actor)
     return done
@@ -161,11 +171,12 @@ def _acquire(
     cfg: TwilioSettings,
     sessions: sessionmaker[Session],
     item: PlanItem,
+    base: str | None,
     actor: str,
 ) -> PlanItem:
     assert item.number is not None
     if item.action == "buy":
-        bought = api.buy_number(item.number, desired_settings(cfg, item.role, item.number))
+        bought = api.buy_number(item.number, desired_settings(cfg, item.role, item.number, base))
         item = PlanItem(item.role, "buy", bought.phone_number, bought.sid, "bought")
     assert item.sid is not None and item.number is not None
     with transaction(sessions) as session:
@@ -198,6 +209,8 @@ class NumberState:
     sid: str
     changes: dict[str, str] = field(default_factory=dict)
     fallback_files: list[Path] = field(default_factory=list)
+    # Serverless: the asset paths of this number uploaded in this pass.
+    fallback_assets: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -206,7 +219,30 @@ class NumberState:
             "sid": self.sid,
             "changes": self.changes,
             "fallback_files": [str(p) for p in self.fallback_files],
+            "fallback_assets": self.fallback_assets,
         }
+
+
+def fallback_base(
+    cfg: TwilioSettings,
+    sessions: sessionmaker[Session],
+    api: TwilioApi | None,
+    *,
+    dry_run: bool = False,
+) -> str | None:
+    """Where the fallback TwiML is served: the configured URL for files; for Serverless
+    assets the Environment's domain (made sure of, unless `dry_run`: then as last known)."""
+    if cfg.fallback.publish == "file":
+        return cfg.fallback.url
+    if dry_run:
+        with sessions() as session:
+            return serverless_fallback.known_base(cfg.fallback, session)
+    return serverless_fallback.ensure_base(cfg.fallback, sessions, _serverless(cfg, api))
+
+
+def _serverless(cfg: TwilioSettings, api: TwilioApi | None) -> ServerlessApi:
+    # Publishing to Serverless needs Twilio even where the caller checks no number settings.
+    return ServerlessApi(api if api is not None else TwilioApi(cfg))
 
 
 def reconcile(
@@ -220,8 +256,9 @@ def reconcile(
 ) -> list[NumberState]:
     """Bring each provisioned number (of `roles`, or all) to its desired state.
 
-    Fallback files are rewritten first (local, quick); then, with an `api`, each number's
-    settings are read from Twilio and only the fields that differ are updated.
+    The fallback TwiML is published first (files: local and quick; Serverless assets: one
+    build for every changed document); then, with an `api`, each number's settings are read
+    from Twilio and only the fields that differ are updated.
     """
     cfg = twilio_of(settings)
     with sessions() as session:
@@ -232,25 +269,55 @@ def reconcile(
             query = query.where(Role.key.in_(roles))
         rows = session.execute(query.order_by(Role.key)).all()
         routes = {key: routing.role_route(session, key=key) for key, _, _ in rows}
+    base = fallback_base(cfg, sessions, api, dry_run=dry_run) if rows else None
+    assets = _publish_assets(cfg, sessions, api, routes) if rows and not dry_run else set()
     states = []
     for key, number, sid in rows:
         route = routes[key]
         written: list[Path] = []
-        if route is not None and cfg.fallback.url is not None and not dry_run:
-            written = fallback.publish(cfg, route)
+        if (
+            route is not None
+            and cfg.fallback.publish == "file"
+            and cfg.fallback.url is not None
+            and not dry_run
+        ):
+            written = fallback.write_files(cfg, route)
+        mine = [serverless_fallback.asset_path(n) for n in fallback.file_names(number)]
         changes: dict[str, str] = {}
         if api is not None:
             actual = api.fetch_number(sid)
-            wanted = desired_settings(cfg, key, number)
+            wanted = desired_settings(cfg, key, number, base)
             changes = {k: v for k, v in wanted.items() if actual.settings.get(k) != v}
             if changes and not dry_run:
                 api.update_number(sid, changes)
             if not dry_run:
                 _record(sessions, key, sid, changes, actor)
-        states.append(NumberState(key, number, sid, changes, written))
+        states.append(
+            NumberState(key, number, sid, changes, written, [a for a in mine if a in assets])
+        )
     if api is not None and roles is None and cfg.webhooks.access_number is not None:
         states += _reconcile_access(api, cfg, cfg.webhooks.access_number, dry_run=dry_run)
     return states
+
+
+def _publish_assets(
+    cfg: TwilioSettings,
+    sessions: sessionmaker[Session],
+    api: TwilioApi | None,
+    routes: dict[str, routing.RoleRoute | None],
+) -> set[str]:
+    """Serverless: one publish for the documents of every route; the asset paths uploaded."""
+    if cfg.fallback.publish != "serverless":
+        return set()
+    documents: dict[str, str] = {}
+    for route in routes.values():
+        if route is not None:
+            documents |= fallback.documents(cfg, route)
+    if not documents:
+        return set()
+    return set(
+        serverless_fallback.publish(cfg.fallback, sessions, _serverless(cfg, api), documents)
+    )
 
 
 ACCESS_NAME = "rolekeeper access number"
@@ -298,7 +365,8 @@ def reroute(
     """Make the role's phone routing follow its holder; call after the holder change commits.
 
     The webhooks read the holder from the store on every call, so calls already follow the
-    commit. This rewrites the role's fallback TwiML (milliseconds, no network) and, given an
+    commit. This rewrites the role's fallback TwiML (files: milliseconds, no network;
+    Serverless assets: an upload, a build and a deployment on Twilio, seconds) and, given an
     `api`, checks and repairs the number's settings on Twilio. Returns the number's state
     (empty when the role has no provisioned number). Safe to repeat.
     """

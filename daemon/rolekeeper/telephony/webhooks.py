@@ -228,6 +228,11 @@ class WebhookApp:
         return twiml.screened(request["Digits"] == "1")
 
     def dialed(self, request: Request) -> str:
+        # The leg of a holder who answers but lets the whisper hang up (no 1) was answered,
+        # so its DialCallStatus can be "completed" although nobody talked to the caller;
+        # Twilio's <Dial> action request also carries DialBridged, "whether or not the
+        # dialing call has been connected to the dialed destination"
+        # (https://www.twilio.com/docs/voice/twiml/dial#action), which tells the two apart.
         taken = request["DialCallStatus"] == "completed" and request["DialBridged"] != "false"
         route = self._route(request)
         if taken or route is None:
