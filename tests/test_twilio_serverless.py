@@ -128,6 +128,14 @@ def served_numbers(fake: FakeServerless, number: str) -> list[str | None]:
     return [n.text for n in ElementTree.fromstring(text).iter("Number")]
 
 
+def with_fallback(settings: Settings, **changes: object) -> Settings:
+    """The settings with some `[twilio.fallback]` keys changed."""
+    assert settings.twilio is not None
+    fallback = settings.twilio.fallback.model_copy(update=changes)
+    twilio = settings.twilio.model_copy(update={"fallback": fallback})
+    return settings.model_copy(update={"twilio": twilio})
+
+
 def test_provision_deploys_the_fallback_assets_and_points_numbers_at_them(
     api: TwilioApi,
     settings: Settings,
@@ -299,13 +307,11 @@ def test_a_build_that_never_finishes_is_reported(
     fake: FakeNumbers,
     fake_serverless: FakeServerless,
 ) -> None:
-    assert settings.twilio is not None
-    fallback = settings.twilio.fallback.model_copy(update={"build_timeout_seconds": 0.5})
-    twilio = settings.twilio.model_copy(update={"fallback": fallback})
-    slow = settings.model_copy(update={"twilio": twilio})
+    slow = with_fallback(settings, build_timeout_seconds=0.5)
+    assert slow.twilio is not None
     fake_serverless.build_statuses = ["building"] * 10
     with pytest.raises(BuildFailed, match="still 'building'"):
-        numbers.provision(TwilioApi(twilio), slow, store.sessions, ["sales2"])
+        numbers.provision(TwilioApi(slow.twilio), slow, store.sessions, ["sales2"])
 
 
 def test_another_build_deployed_by_hand_is_replaced(
@@ -349,11 +355,7 @@ def test_changing_the_visibility_republishes_every_document(
     serverless_proxy: TwilioProxy,
 ) -> None:
     numbers.provision(api, settings, store.sessions, ["sales2"])
-    assert settings.twilio is not None
-    fallback = settings.twilio.fallback.model_copy(update={"visibility": "public"})
-    public = settings.model_copy(
-        update={"twilio": settings.twilio.model_copy(update={"fallback": fallback})}
-    )
+    public = with_fallback(settings, visibility="public")
     before = len(serverless_proxy.records)
     numbers.reconcile(api, public, store.sessions)
     uploads = [p for p in writes(serverless_proxy, before) if kind(p) == "upload"]

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -34,6 +34,7 @@ import pytest
 import requests
 
 from rolekeeper.lab.ports import free_port
+from tests.servers.httpthread import serving
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache"
@@ -257,28 +258,9 @@ def array_fields(spec: Path) -> frozenset[str]:
 def running_proxy(prism: str, arrays: frozenset[str] = frozenset()) -> Iterator[TwilioProxy]:
     proxy = TwilioProxy(prism, array_fields=arrays)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_GET(self) -> None:
-            proxy.handle(self)
-
-        do_POST = do_GET
-        do_DELETE = do_GET
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    proxy.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(proxy.handle) as url:
+        proxy.url = url
         yield proxy
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _prism_for(name: str) -> Iterator[str]:

@@ -14,17 +14,16 @@ import base64
 import contextlib
 import json
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
-from rolekeeper.lab.ports import free_port
+from tests.servers.httpthread import serving
 from tests.servers.prism import Recorded, TwilioProxy
 
 VERSIONS = re.compile(r"^/v1/Services/(ZS[0-9a-fA-F]{32})/Assets/(ZH[0-9a-fA-F]{32})/Versions$")
@@ -133,24 +132,6 @@ def running_upload_server(
 ) -> Iterator[UploadServer]:
     upload = UploadServer(timeline, create_version, credentials)
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            upload.handle(self)
-
-        do_GET = do_POST
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    upload.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(upload.handle) as url:
+        upload.url = url
         yield upload
-    finally:
-        server.shutdown()
-        server.server_close()
