@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -174,7 +175,7 @@ def test_every_corpus_message_is_parsed_or_recorded_unreadable() -> None:
 
 def test_fast_body_path_agrees_with_the_full_parser_on_the_corpora() -> None:
     """Where the fast path takes a message, it must read what the stdlib's parser reads."""
-    from rolekeeper.detect import message
+    from rolekeeper.detect import authortext, message
 
     if not CORPORA.is_dir():
         if os.environ.get("CI") == "true":
@@ -187,6 +188,9 @@ def test_fast_body_path_agrees_with_the_full_parser_on_the_corpora() -> None:
         if text is None:
             continue
         taken += 1
+        # The reply-cut shortcut finds the line the full pattern's search finds.
+        full = authortext._CUT.search(text)
+        assert authortext._first_cut_line(text) == (full.start() if full else len(text))
         own, rest = message.split_author_text(text[: message.MAX_TEXT])
         slow_own, slow_carried, _ = message._read_body_slowly(raw)
         if (own, message.carried_senders(rest)) != (slow_own, slow_carried):
@@ -224,3 +228,53 @@ def test_fast_body_shapes(raw: bytes, text: str | None) -> None:
     from rolekeeper.detect.message import fast_body_text
 
     assert fast_body_text(raw) == text
+
+
+def _as_read(value: datetime | None) -> tuple[datetime, object] | None:
+    # Aware datetimes compare as instants: compare the wall time and the offset instead.
+    return None if value is None else (value.replace(tzinfo=None), value.utcoffset())
+
+
+def _stdlib_date(value: str) -> datetime | None:
+    try:
+        return parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Tue, 24 Nov 2026 09:15:02 +0300",
+        "24 Nov 2026 09:15:02 -0130",
+        "Mon, 14 May 2001 16:39:00 -0700 (PDT)",
+        "Tue, 24 nov 2026 09:15:02 -0000",  # no zone known: naive, as the stdlib gives it
+        "Sat, 8 Oct 0001 22:46:16 -0800 (PST)",  # a year below 100 is 19xx/20xx
+        "Tue, 31 Feb 2026 09:15:02 +0300",  # no such day
+        "Tue, 24 Nov 2026 09:15:02 +9999",  # no such zone
+        "Tue, 24 Xyz 2026 09:15:02 +0100",
+        "Tue, 24 Nov 26 09:15 MSK",
+        "garbage",
+    ],
+)
+def test_usual_dates_are_read_as_the_stdlib_reads_them(value: str) -> None:
+    from rolekeeper.detect.message import _date
+
+    assert _as_read(_date(value)) == _as_read(_stdlib_date(value))
+
+
+def test_every_corpus_date_is_read_as_the_stdlib_reads_it() -> None:
+    from rolekeeper.detect.message import _date, _usual_date, header_fields
+
+    if not CORPORA.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CORPORA} is missing; CI clones the project with ../shared beside it")
+        pytest.skip("../shared/corpora is not beside this checkout")
+    dates = [
+        fields["date"]
+        for path in sorted(CORPORA.rglob("*.eml"))
+        if "date" in (fields := header_fields(path.read_bytes()))
+    ]
+    assert len(dates) > 10_000
+    assert sum(_usual_date(d) is not None for d in dates) > 0.9 * len(dates)
+    assert [d for d in dates if _as_read(_date(d)) != _as_read(_stdlib_date(d))] == []
