@@ -60,3 +60,31 @@ def test_quiet_vip_client_warned_once_per_silence(tmp_path: Path) -> None:
     assert record_quiet_clients(store.sessions, settings, now + timedelta(days=31), live=True) == 0
     assert record_quiet_clients(store.sessions, settings, now + timedelta(days=60), live=True) == 1
     store.close()
+
+
+def test_as_of_replay_sees_only_the_past_and_keys_its_warnings_apart(tmp_path: Path) -> None:
+    config = tmp_path / "rk.toml"
+    config.write_text(DEMO_CONFIG.format(db=tmp_path / "rk.db"), encoding="utf-8")
+    settings = load_settings(config)
+    store = open_store(settings)
+    import_sample_org(settings, store)
+    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    with transaction(store.sessions) as session:
+        vip = session.scalars(select(Client).where(Client.crm_id == "CRM-1018")).one()
+        # Weekly mail until 42 days ago, then one message 10 days ago.
+        for n, days in enumerate((70, 63, 56, 49, 42, 10)):
+            session.add(
+                ClientArrival(
+                    client_id=vip.id, message_key=f"<v-{n}>", arrived_at=now - timedelta(days=days)
+                )
+            )
+    # As of 15 days ago the client had been silent for 27 days (over 3x its weekly habit):
+    # quiet, although a later arrival is stored.
+    past = now - timedelta(days=15)
+    assert record_quiet_clients(store.sessions, settings, past, live=False) == 1
+    with store.sessions() as session:
+        [replayed] = session.scalars(select(Incident))
+    assert not replayed.live and replayed.message_key.endswith(":as-of:2026-11-08")
+    # The same silence judged live later is its own warning, not hidden by the replay's.
+    assert record_quiet_clients(store.sessions, settings, past, live=True) == 1
+    store.close()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -456,3 +458,93 @@ def test_commits_in_order_stop_at_the_first_failure() -> None:
     with pytest.raises(OSError, match="disk full"):
         commits.wait()
     assert ran == [1]
+
+
+def _kill_imap_sessions(server: DovecotServer) -> int:
+    """Drop every IMAP session from the server's side, as a restart or a kick does."""
+    master = server._process.pid if server._process is not None else None
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if name == "imap" and parent == master:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed += 1
+    return killed
+
+
+def test_a_failing_mailbox_or_a_dropped_connection_stops_nothing(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    settings, store = org
+    after = "zz-after@acme.example"  # read after the failing one (extra mailboxes keep order)
+    if after not in _USERS:
+        dovecot_server.add_users({after: "pw"})
+        _USERS.add(after)
+        time.sleep(1.1)  # Dovecot sees new passwd-file users a second later
+    _empty(dovecot_server, after)
+    watch = settings.watch.model_copy(
+        update={"extra_mailboxes": ("no-such-box@acme.example", after)}
+    )
+    settings = settings.model_copy(update={"watch": watch})
+    dovecot_server.deliver(after, sample("r1_client_to_named", "after-1@x"))
+    scanner = scanner_for(settings, store)
+    reports = {(r.mailbox, r.folder): r for r in scanner.scan_all()}
+    # The mailbox whose login fails is skipped; the one after it is read.
+    assert ("no-such-box@acme.example", "INBOX") not in reports
+    assert reports[(after, "INBOX")].messages == 1
+    # The server drops every session; new mail is read in the same pass, on new connections.
+    dovecot_server.deliver(after, sample("r1_client_to_named", "after-2@x"))
+    dovecot_server.deliver(IVAN, sample("r1_client_to_named", "ivan-2@x"))
+    assert _kill_imap_sessions(dovecot_server) > 0
+    reports = {(r.mailbox, r.folder): r for r in scanner.scan_all()}
+    assert reports[(after, "INBOX")].messages == 1
+    assert reports[(IVAN, "INBOX")].messages == 1
+    keys = sorted(key for _, key, _ in incidents(store))
+    assert keys == ["<after-1@x>", "<after-2@x>", "<ivan-2@x>"]
+    scanner.source.close()
+
+
+def test_a_backfill_leaves_older_mail_behind_for_good(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    """Mail older than the backfill window, though filed later (a higher UID), is never
+    taken for new mail: the cursor ends at the folder's last UID, not the last one read."""
+    settings, store = org
+    assert settings.watch.backfill_days is not None
+    dovecot_server.deliver(IVAN, sample("r1_client_to_named", "recent@x"))
+    old = datetime.now(UTC) - timedelta(days=settings.watch.backfill_days + 30)
+    dovecot_server.append(IVAN, "INBOX", sample("r1_client_to_named", "filed-later@x"), when=old)
+    scanner = scanner_for(settings, store)
+    scanner.scan_all()
+    scanner.scan_all()
+    assert incidents(store) == [("client-to-named", "<recent@x>", False)]
+    scanner.source.close()
+
+
+def test_as_of_replays_the_window_before_that_date_and_acts_on_nothing(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    settings, store = org
+    assert settings.watch.backfill_days is not None
+    now = datetime.now(UTC)
+    as_of = now - timedelta(days=120)
+    inside = as_of - timedelta(days=settings.watch.backfill_days // 2)
+    too_old = as_of - timedelta(days=settings.watch.backfill_days + 10)
+    after = as_of + timedelta(days=10)
+    for key, when in (("inside", inside), ("too-old", too_old), ("after", after)):
+        dovecot_server.append(IVAN, "INBOX", sample("r1_client_to_named", f"{key}@x"), when=when)
+    scanner = scanner_for(settings, store)
+    reports = scanner.scan_all(as_of=as_of)
+    assert {r.mode for r in reports} == {"replay"}
+    assert incidents(store) == [("client-to-named", "<inside@x>", False)]
+    with store.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(ScanCursor)) == 0
+    scanner.source.close()

@@ -41,7 +41,9 @@ def record_quiet_clients(
         arrivals: dict[int, list[datetime]] = defaultdict(list)
         for client_id, at in session.execute(
             select(ClientArrival.client_id, ClientArrival.arrived_at).where(
-                ClientArrival.client_id.in_(clients), ClientArrival.arrived_at >= now - WINDOW
+                ClientArrival.client_id.in_(clients),
+                ClientArrival.arrived_at >= now - WINDOW,
+                ClientArrival.arrived_at <= now,  # a replay as of a past date sees its past
             )
         ).all():
             arrivals[client_id].append(as_utc(at))
@@ -60,7 +62,7 @@ def record_quiet_clients(
         rows.append(
             {
                 "rule": NAME,
-                "message_key": f"quiet:{client.id}:{verdict.last_arrival.isoformat()}",
+                "message_key": _key(client.id, verdict.last_arrival, now, live),
                 "person_id": holder,
                 "person_key": holder or 0,
                 "client_id": client.id,
@@ -79,6 +81,13 @@ def record_quiet_clients(
         )
     with transaction(factory) as session:
         return insert_ignore(session, table_of(Incident), rows)
+
+
+def _key(client_id: int, last_arrival: datetime, now: datetime, live: bool) -> str:
+    """One warning per (client, last arrival); a replay's warnings are keyed apart, so that
+    replaying the past never stands in for a live warning of the same silence."""
+    key = f"quiet:{client_id}:{last_arrival.isoformat()}"
+    return key if live else f"{key}:as-of:{now.date().isoformat()}"
 
 
 def _every(settings: Settings) -> timedelta:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -39,6 +39,7 @@ from rolekeeper.directory.snapshot import load_directory
 from rolekeeper.domain import JobStatus
 from rolekeeper.log import get_logger
 from rolekeeper.parsepool import INLINE, ParsePool, Parser, Pending
+from rolekeeper.quietwatch import record_quiet_clients
 from rolekeeper.store.db import table_of, transaction
 from rolekeeper.store.models import (
     Candidate,
@@ -192,6 +193,9 @@ class Scanner:
         return list(dict.fromkeys(found))
 
     def scan_all(self, *, as_of: datetime | None = None) -> list[ScanReport]:
+        """One pass over every watched folder. With `as_of`, a replay: the mail received in
+        the history window before that date, judged with that date's directory, recorded
+        and never acted on (cursors stay where they are), then rule 6 as of that date."""
         with self.sessions() as session:
             directory = load_directory(session, self.settings, as_of=as_of)
         if as_of is None:
@@ -201,7 +205,7 @@ class Scanner:
         for mailbox in self.mailboxes():
             for folder in self.settings.watch.folders:
                 try:
-                    reports.append(self.scan(mailbox, folder, directory, replay=as_of is not None))
+                    reports.append(self._scan_retrying(mailbox, folder, directory, as_of))
                 except BrokenProcessPool:
                     # A parse worker died (killed, out of memory): start afresh next time.
                     log.warning(
@@ -210,21 +214,37 @@ class Scanner:
                         folder=folder,
                     )
                     self._pool = None
-                except (OSError, ConnectionError) as exc:
-                    # The next pass resumes from the stored cursor.
+                except self.source.transient_errors as exc:
+                    # One mailbox failing (login refused, connection lost) must not starve
+                    # the others; the next pass resumes it from its stored cursor.
                     log.warning("scan failed", mailbox=mailbox, folder=folder, error=str(exc))
-                    drop = getattr(self.source, "drop", None)
-                    if drop is not None:
-                        drop(mailbox)
+                    self.source.drop(mailbox)
+                    break  # the mailbox's other folders wait for the next pass too
+        if as_of is not None:
+            record_quiet_clients(self.sessions, self.settings, as_of, live=False)
         return reports
 
+    def _scan_retrying(
+        self, mailbox: str, folder: str, directory: Directory, as_of: datetime | None
+    ) -> ScanReport:
+        """A pooled connection the server dropped (restart, idle timeout) fails at its next
+        command: read the folder again at once on a new connection, from the cursor."""
+        try:
+            return self.scan(mailbox, folder, directory, as_of=as_of)
+        except self.source.transient_errors as exc:
+            log.info("reconnecting", mailbox=mailbox, folder=folder, error=str(exc))
+            self.source.drop(mailbox)
+        return self.scan(mailbox, folder, directory, as_of=as_of)
+
     def scan(
-        self, mailbox: str, folder: str, directory: Directory, *, replay: bool = False
+        self, mailbox: str, folder: str, directory: Directory, *, as_of: datetime | None = None
     ) -> ScanReport:
         with self._scan_lock:
-            return self._scan(mailbox, folder, directory, replay)
+            return self._scan(mailbox, folder, directory, as_of)
 
-    def _scan(self, mailbox: str, folder: str, directory: Directory, replay: bool) -> ScanReport:
+    def _scan(
+        self, mailbox: str, folder: str, directory: Directory, as_of: datetime | None
+    ) -> ScanReport:
         report = ScanReport(mailbox, folder)
         state = self.source.folder_state(mailbox, folder)
         if state is None:
@@ -238,21 +258,27 @@ class Scanner:
                 )
             )
         cursor = parse_cursor(stored)
-        backfill: int | None = self.settings.watch.backfill_days
-        if replay:
+        window = self.settings.watch.backfill_days
+        replay = as_of is not None
+        since: date | None = None
+        before: date | None = None
+        if as_of is not None:
             report.mode, first = "replay", 1
-        elif cursor is None:
-            report.mode, first = "backfill", 1
-        elif cursor[0] != state.uidvalidity:
-            report.mode, first = "resync", 1
-            log.warning(
-                "UIDVALIDITY changed: reading the folder again", mailbox=mailbox, folder=folder
-            )
+            before = as_of.date() + timedelta(days=1)
+            since = (as_of - timedelta(days=window)).date() if window is not None else None
+        elif cursor is None or cursor[0] != state.uidvalidity:
+            report.mode, first = ("backfill", 1) if cursor is None else ("resync", 1)
+            if cursor is not None:
+                log.warning(
+                    "UIDVALIDITY changed: reading the folder again", mailbox=mailbox, folder=folder
+                )
+            if window is not None:
+                since = (self.clock.now() - timedelta(days=window)).date()
         else:
-            first, backfill = cursor[1] + 1, None
+            first = cursor[1] + 1
         if first >= state.uidnext and report.mode == "live":
             return report
-        uids = self.source.uids_since(mailbox, folder, first, backfill)
+        uids = self.source.uids_since(mailbox, folder, first, since, before)
         live = report.mode == "live"
         size = self.settings.watch.batch_size
         batches = [uids[start : start + size] for start in range(0, len(uids), size)]
@@ -271,7 +297,9 @@ class Scanner:
             raise
         if commits is not None:
             commits.wait()  # raises the first failure; nothing after it was committed
-        if not uids and not replay:
+        if not replay and (not uids or uids[-1] < state.uidnext - 1):
+            # The folder's last UID when the scan began: mail a backfill left out (older than
+            # its window, though its UID is higher) is never taken for new mail later.
             self._commit(
                 key, folder, state.uidvalidity, [state.uidnext - 1], _Batch(), False, report
             )

@@ -8,12 +8,13 @@ and IP by default); the least recently used one is closed to open another.
 from __future__ import annotations
 
 import contextlib
+import imaplib
 import logging
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import date
 from typing import Any
 
 from imapclient import IMAPClient
@@ -61,6 +62,9 @@ def open_imap(cfg: ImapSettings, login: str, password: str) -> IMAPClient:
 
 class ImapSource:
     name = "imap"
+    # imapclient's errors are imaplib's (IMAPClientError is IMAP4.error); sockets and TLS
+    # fail with OSError.
+    transient_errors: tuple[type[BaseException], ...] = (OSError, imaplib.IMAP4.error)
 
     def __init__(self, settings: ImapSettings) -> None:
         self.settings = settings
@@ -119,13 +123,19 @@ class ImapSource:
         return FolderState(int(status[b"UIDVALIDITY"]), int(status[b"UIDNEXT"]))
 
     def uids_since(
-        self, mailbox: str, folder: str, first_uid: int, since_days: int | None
+        self,
+        mailbox: str,
+        folder: str,
+        first_uid: int,
+        since: date | None = None,
+        before: date | None = None,
     ) -> list[int]:
         client, _ = self._select(mailbox, folder)
         criteria: list[Any] = ["UID", f"{max(1, first_uid)}:*"]
-        if since_days is not None:
-            since = (datetime.now(UTC) - timedelta(days=since_days)).date()
+        if since is not None:
             criteria += ["SINCE", since]
+        if before is not None:
+            criteria += ["BEFORE", before]
         # "N:*" always matches the highest UID, even one below N.
         return sorted(uid for uid in client.search(criteria) if uid >= first_uid)
 

@@ -32,7 +32,8 @@ def register(sub: Any) -> None:
     parser.add_argument(
         "--as-of",
         type=parse_when,
-        help="replay: read the folders again with the directory of that date; record, never act",
+        help="replay the mail of the history window before this date with that date's role "
+        "holders, then rule 6 as of it; record, never act",
     )
     add_json_flag(parser)
     parser.set_defaults(func=_scan)

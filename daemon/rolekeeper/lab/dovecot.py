@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 
@@ -442,15 +443,17 @@ class DovecotServer:
         folder: str,
         message: bytes,
         flags: tuple[str, ...] = (),
+        when: datetime | None = None,
     ) -> int | None:
-        """APPEND to `user`'s `folder` as the master user, creating it if missing.
+        """APPEND to `user`'s `folder` as the master user, creating it if missing; `when`
+        is the internal date (the arrival time IMAP SEARCH SINCE/BEFORE reads).
 
         Returns the new message's UID from APPENDUID when Dovecot reports it.
         """
         with self.imap(*self.master_login(user)) as client:
             if not client.folder_exists(folder):
                 client.create_folder(folder)
-            answer = client.append(folder, message, flags=flags)
+            answer = client.append(folder, message, flags=flags, msg_time=when)
         text = answer.decode(errors="replace") if isinstance(answer, bytes) else str(answer)
         found = re.search(r"APPENDUID \d+ (\d+)", text)
         return int(found.group(1)) if found else None
