@@ -548,3 +548,71 @@ def test_as_of_replays_the_window_before_that_date_and_acts_on_nothing(
     with store.sessions() as session:
         assert session.scalar(select(func.count()).select_from(ScanCursor)) == 0
     scanner.source.close()
+
+
+def _imap_sessions(server: DovecotServer) -> int:
+    master = server._process.pid if server._process is not None else None
+    found = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+                found += name == "imap" and parent == master
+    return found
+
+
+def test_three_hundred_mailboxes_polled_over_a_capped_pool(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    import threading
+
+    settings, store = org
+    boxes = [f"box{n:03d}@acme.example" for n in range(300)]
+    missing = {box: "pw" for box in boxes if box not in _USERS}
+    if missing:
+        dovecot_server.add_users(missing)
+        _USERS.update(missing)
+        time.sleep(1.1)  # Dovecot sees new passwd-file users a second later
+    for n, box in enumerate(boxes):
+        if box not in missing:
+            _empty(dovecot_server, box)  # left by an earlier test run in this session
+        if n % 30 == 0:
+            dovecot_server.append(box, "INBOX", sample("r1_client_to_named", f"old-{n}@x"))
+    assert settings.imap is not None
+    imap = settings.imap.model_copy(update={"max_connections": 4})
+    watch = settings.watch.model_copy(update={"extra_mailboxes": tuple(boxes)})
+    settings = settings.model_copy(update={"imap": imap, "watch": watch})
+    scanner = scanner_for(settings, store)
+    peak = 0
+    done = threading.Event()
+
+    def sample_sessions() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _imap_sessions(dovecot_server))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample_sessions)
+    sampler.start()
+    try:
+        first = {r.mailbox: r for r in scanner.scan_all() if r.folder == "INBOX"}
+        for n in range(5, 300, 60):
+            dovecot_server.deliver(boxes[n], sample("r1_client_to_named", f"new-{n}@x"))
+        second = {r.mailbox: r for r in scanner.scan_all() if r.folder == "INBOX"}
+    finally:
+        done.set()
+        sampler.join()
+        scanner.source.close()
+    assert set(boxes) <= set(first) and set(boxes) <= set(second)
+    assert {b for b in boxes if first[b].messages} == {boxes[n] for n in range(0, 300, 30)}
+    assert {b for b in boxes if first[b].mode == "backfill"} == set(boxes)
+    # Only the new mail is read on the next pass, as live mail.
+    assert {b: second[b].messages for b in boxes if second[b].messages} == {
+        boxes[n]: 1 for n in range(5, 300, 60)
+    }
+    live = [key for _, key, is_live in incidents(store) if is_live]
+    assert sorted(live) == sorted(f"<new-{n}@x>" for n in range(5, 300, 60))
+    # Never more IMAP sessions than the pool's cap (Dovecot allows 10 per user and IP).
+    assert 1 <= peak <= 4
