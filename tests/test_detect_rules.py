@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -161,6 +162,7 @@ def test_every_corpus_message_is_parsed_or_recorded_unreadable() -> None:
     files = sorted(CORPORA.rglob("*.eml"))
     assert len(files) > 10_000
     parsed = unreadable = 0
+    hits: Counter[str] = Counter()
     for path in files:
         try:
             found = facts_from_bytes(path.read_bytes(), with_body=True)
@@ -169,8 +171,29 @@ def test_every_corpus_message_is_parsed_or_recorded_unreadable() -> None:
             continue
         assert found.message_key
         parsed += 1
+        hits.update(finding.rule for finding in evaluate(found, ENRON))
     assert parsed + unreadable == len(files)
     assert parsed > 0.99 * len(files)
+    # The rules judge real mail too: Enron as the firm, its trading partners as clients
+    # (no named addresses are known, so rules 1 and 2 stay silent).
+    assert {"personal-in-client-thread", "private-contact-in-text"} <= set(hits), hits
+
+
+# The Enron corpus seen as a firm: enron.com people, a few counterparties as clients.
+ENRON = Directory(
+    firm_domains=frozenset({"enron.com"}),
+    freemail=BUILTIN_FREEMAIL,
+    employees={},
+    personal={},
+    roles={},
+    contacts={},
+    client_domains={
+        domain: ClientRef(n, f"E{n}", domain, "key")
+        for n, domain in enumerate(
+            ("nyiso.com", "caiso.com", "williams.com", "duke-energy.com", "reliantenergy.com"), 1
+        )
+    },
+)
 
 
 def test_fast_body_path_agrees_with_the_full_parser_on_the_corpora() -> None:

@@ -616,3 +616,36 @@ def test_three_hundred_mailboxes_polled_over_a_capped_pool(
     assert sorted(live) == sorted(f"<new-{n}@x>" for n in range(5, 300, 60))
     # Never more IMAP sessions than the pool's cap (Dovecot allows 10 per user and IP).
     assert 1 <= peak <= 4
+
+
+def test_annotated_samples_through_dovecot_give_what_they_name(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    """Each sample, read the scanner's way (header fields, then a body only where a rule
+    needs one), produces exactly the incidents its X-Rolekeeper-Expect lines name."""
+    from rolekeeper.store.models import Client, Person
+    from tests.test_detect_samples import SAMPLES, expected
+
+    settings, store = org
+    want: set[tuple[str, str, str, str]] = set()
+    for path in SAMPLES:
+        raw = path.read_bytes()
+        message_id = next(
+            line.split(b":", 1)[1].strip().decode()
+            for line in raw.splitlines()
+            if line.lower().startswith(b"message-id:")
+        )
+        for rule, person, client in expected(raw):
+            want.add((rule, person, client, message_id))
+        dovecot_server.append(IVAN, "INBOX", raw)
+    scanner = scanner_for(settings, store)
+    [report] = [r for r in scanner.scan_all() if (r.mailbox, r.folder) == (IVAN, "INBOX")]
+    scanner.source.close()
+    assert report.messages == len(SAMPLES) and report.unreadable == 0
+    with store.sessions() as session:
+        rows = session.execute(
+            select(Incident.rule, Person.named_address, Client.crm_id, Incident.message_key)
+            .join(Person, Person.id == Incident.person_id)
+            .join(Client, Client.id == Incident.client_id)
+        ).all()
+    assert {tuple(row) for row in rows} == want
