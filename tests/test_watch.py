@@ -649,3 +649,42 @@ def test_annotated_samples_through_dovecot_give_what_they_name(
             .join(Client, Client.id == Incident.client_id)
         ).all()
     assert {tuple(row) for row in rows} == want
+
+
+def test_idle_reconnects_after_the_server_drops_it_and_asks_for_a_scan(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    import threading
+
+    from rolekeeper.idle import IdleWatcher
+
+    settings, _ = org
+    assert settings.imap is not None
+    source = ImapSource(settings.imap)
+    calls: list[float] = []
+    called = threading.Condition()
+
+    def on_new_mail(mailbox: str, folder: str) -> None:
+        assert (mailbox, folder) == (IVAN, "INBOX")
+        with called:
+            calls.append(time.monotonic())
+            called.notify_all()
+
+    def wait_for_calls(n: int, timeout: float) -> None:
+        with called:
+            assert called.wait_for(lambda: len(calls) >= n, timeout), calls
+
+    watcher = IdleWatcher(source, [(IVAN, "INBOX")], on_new_mail)
+    watcher.start()
+    try:
+        wait_for_calls(1, 10)  # connected: a scan for whatever came while away
+        time.sleep(0.5)
+        assert _kill_imap_sessions(dovecot_server) >= 1
+        # Reconnected after a short backoff (2 s at most for a first failure): asks again.
+        wait_for_calls(2, 10)
+        time.sleep(0.5)  # IDLE again
+        dovecot_server.deliver(IVAN, sample("r1_client_to_named", "after-drop@x"))
+        wait_for_calls(3, 5)  # new mail seen through IDLE on the new connection
+    finally:
+        watcher.stop()
+        source.close()
