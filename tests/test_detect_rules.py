@@ -71,6 +71,39 @@ def test_forward_to_personal_is_rule_4_not_rule_3() -> None:
     assert rules_hit(f) == {"client-thread-forwarded-out"}
 
 
+FORWARDED = "client-thread-forwarded-out"
+
+
+def test_auto_forward_seen_only_in_the_journal_envelope_is_rule_4() -> None:
+    # A client writes to Ivan; his mailbox passes it on to his mail.ru address unseen.
+    passed_on = facts(
+        sender="olga@romashka.example",
+        to=("ivan@acme.example",),
+        envelope_to=("ivan@mail.ru",),
+        redirected_by="ivan@acme.example",
+    )
+    # Rule 1 fires as well: the client wrote to the named address.
+    assert rules_hit(passed_on) == {"client-to-named", "client-thread-forwarded-out"}
+    [finding] = [f for f in evaluate(passed_on, DIRECTORY) if f.rule == FORWARDED]
+    assert (finding.employee, finding.client) == (IVAN, CLIENT)
+    assert finding.evidence == (
+        "auto-forwarded mail from olga@romashka.example → ivan@mail.ru (envelope)"
+    )
+    # The journal copy of the first delivery names only the firm: no forward.
+    assert rules_hit(passed_on._replace(envelope_to=("ivan@acme.example",))) == {"client-to-named"}
+    # Passed on to the role mailbox (rolekeeper's own redirect): no forward.
+    assert rules_hit(passed_on._replace(envelope_to=("manager1@acme.example",))) == {
+        "client-to-named"
+    }
+    # Unseen recipients of an alias, with no redirect header: the firm's addressee answers.
+    [alias] = [
+        f
+        for f in evaluate(passed_on._replace(redirected_by=None), DIRECTORY)
+        if f.rule == FORWARDED
+    ]
+    assert alias.employee == IVAN
+
+
 def test_forward_to_another_client_is_not_a_leak_but_named_address_is() -> None:
     f = facts(
         sender="ivan@acme.example",

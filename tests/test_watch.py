@@ -688,3 +688,54 @@ def test_idle_reconnects_after_the_server_drops_it_and_asks_for_a_scan(
     finally:
         watcher.stop()
         source.close()
+
+
+def test_a_server_side_forward_seen_in_the_journal_envelope(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer, relay: Any
+) -> None:
+    """Ivan's own Sieve script passes every message on to his mail.ru address; only the
+    journal copy's envelope shows it. The forward is rule 4, keyed on the client's message."""
+    from sievelib.managesieve import Client as SieveClient
+
+    from rolekeeper.store.models import Person
+    from tests.handover_org import JOURNAL
+
+    settings, store = org
+    if JOURNAL not in _USERS:
+        dovecot_server.add_users({JOURNAL: "pw"})
+        _USERS.add(JOURNAL)
+        time.sleep(1.1)
+    _empty(dovecot_server, JOURNAL)
+    watch = settings.watch.model_copy(update={"journal_mailbox": JOURNAL})
+    settings = settings.model_copy(update={"watch": watch})
+    sieve = SieveClient("127.0.0.1", dovecot_server.sieve_port)
+    assert sieve.connect(IVAN, "pw", starttls=False, authmech="PLAIN")
+    before = sieve.listscripts()[0]
+    assert sieve.putscript(
+        "to-home", 'require ["copy"];\nredirect :copy "ivan.petrov.1987@mail.ru";'
+    )
+    assert sieve.setactive("to-home")
+    try:
+        dovecot_server.deliver(IVAN, sample("r1_client_to_named", "passed-on@x"))
+        relay.drain()
+    finally:
+        assert sieve.setactive(before or "")
+        assert sieve.deletescript("to-home")
+        sieve.logout()
+    scanner = scanner_for(settings, store)
+    scanner.scan_all()
+    scanner.source.close()
+    with store.sessions() as session:
+        rows = session.execute(
+            select(Person.named_address, Incident.message_key, Incident.evidence)
+            .join(Person, Person.id == Incident.person_id)
+            .where(Incident.rule == "client-thread-forwarded-out")
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        (
+            IVAN,
+            "<passed-on@x>",
+            "auto-forwarded mail from m.stepanov@severstal-snab.example → "
+            "ivan.petrov.1987@mail.ru (envelope)",
+        )
+    ]

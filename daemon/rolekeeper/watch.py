@@ -382,6 +382,9 @@ class Scanner:
         for parsed in headers.result():
             if parsed.facts is None:
                 self._unreadable(flight.batch, where, parsed.uid, parsed.error or "")
+            elif parsed.facts.envelope_to and where.mailbox != self.settings.watch.journal_mailbox:
+                # X-Envelope-To means something only as the journal's own record.
+                flight.facts[parsed.uid] = parsed.facts._replace(envelope_to=())
             else:
                 flight.facts[parsed.uid] = parsed.facts
         wanted = [uid for uid, facts in flight.facts.items() if _needs_body(facts, directory)]

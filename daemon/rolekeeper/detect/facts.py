@@ -30,6 +30,11 @@ class MessageFacts(NamedTuple):
     carried_senders: tuple[str, ...] = ()
     # The sender's own words and signature; None when the body was not read.
     author_text: str | None = None
+    # Envelope recipients a journal copy records (X-Envelope-To); only journal reads keep them.
+    envelope_to: tuple[str, ...] = ()
+    # The mailbox whose server-side rule sent this message on (X-Sieve-Redirected-From from
+    # Dovecot's Sieve, X-MS-Exchange-Inbox-Rules-Loop from Exchange inbox rules).
+    redirected_by: str | None = None
 
     @property
     def recipients(self) -> tuple[str, ...]:

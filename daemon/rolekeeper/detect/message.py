@@ -35,6 +35,9 @@ HEADER_FIELDS = (
     "x-autoreply",
     "x-autorespond",
     "return-path",
+    "x-envelope-to",
+    "x-sieve-redirected-from",
+    "x-ms-exchange-inbox-rules-loop",
 )
 MAX_TEXT = 64 * 1024
 
@@ -143,6 +146,10 @@ def _facts(fields: dict[str, str]) -> MessageFacts:
         automated=automated,
         calendar_reply="text/calendar" in content_type and "method=reply" in content_type,
         forward=bool(_FORWARD_SUBJECT.match(subject)),
+        envelope_to=addresses(fields.get("x-envelope-to")),
+        redirected_by=first_address(
+            fields.get("x-sieve-redirected-from") or fields.get("x-ms-exchange-inbox-rules-loop")
+        ),
     )
 
 

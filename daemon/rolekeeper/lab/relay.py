@@ -1,6 +1,7 @@
 """The lab's mail relay: what the SMTP sink accepts is delivered by LMTP to the lab Dovecot's
 users (so client mailboxes really receive notices and auto-replies), and a copy of every
-message goes to a journal mailbox, as journaling or Postfix `always_bcc` give a real firm.
+message goes to a journal mailbox, as envelope journaling gives a real firm (the copy carries
+the envelope recipients in X-Envelope-To).
 
 The journal copy is delivered before the sink answers 250, so "accepted" implies "in the
 journal" here (real journaling lags, which `handover.journal_grace_minutes` covers).
@@ -30,7 +31,10 @@ class LmtpRelay:
 
     def __call__(self, mail: ReceivedMail) -> None:
         if self.journal:
-            self._deliver(mail, [self.journal])
+            # Envelope journaling: the copy records where the message really went, which
+            # its headers need not say (a Bcc, a server-side forward).
+            envelope = f"X-Envelope-To: {', '.join(mail.rcpt_tos)}\r\n".encode()
+            self._deliver(mail, [self.journal], envelope + mail.content)
         self._queue.put(mail)
 
     def drain(self, timeout: float = 30.0) -> None:
@@ -50,12 +54,14 @@ class LmtpRelay:
                 continue
             self._deliver(mail, list(mail.rcpt_tos))
 
-    def _deliver(self, mail: ReceivedMail, recipients: list[str]) -> None:
+    def _deliver(
+        self, mail: ReceivedMail, recipients: list[str], content: bytes | None = None
+    ) -> None:
         sender = "" if mail.mail_from in ("", "<>") else mail.mail_from
         with smtplib.LMTP(self.host, self.port, timeout=30) as lmtp:
             for rcpt in recipients:
                 try:
-                    lmtp.sendmail(sender, [rcpt], mail.content)
+                    lmtp.sendmail(sender, [rcpt], mail.content if content is None else content)
                 except smtplib.SMTPRecipientsRefused as exc:
                     self.refused.append((rcpt, str(exc.recipients.get(rcpt))))
                     lmtp.rset()
