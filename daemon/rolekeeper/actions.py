@@ -22,7 +22,7 @@ from rolekeeper.domain import JobStatus, pretty_number
 from rolekeeper.duework import JobContext, JobKind, every_poll
 from rolekeeper.errors import RolekeeperError
 from rolekeeper.log import get_logger
-from rolekeeper.namedbox import desired_filters, ensure_filters
+from rolekeeper.namedbox import ensure_filters
 from rolekeeper.notices.render import Templates, build_message
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.db import table_of, transaction
@@ -140,8 +140,7 @@ def sender_address(settings: Settings) -> str:
 def apply_redirects(ctx: JobContext) -> None:
     mailbox = ctx.key.removeprefix("mailbox:")
     with ctx.sessions() as session:
-        redirects, _ = desired_filters(session, mailbox, ctx.settings)
-        changes = ensure_filters(session, mailbox, ctx.settings)
+        redirects, changes = ensure_filters(session, mailbox, ctx.settings)
     if changes:
         with transaction(ctx.sessions) as session:
             record_audit(
