@@ -22,12 +22,14 @@ from rolekeeper.backends.sieve import AutoReply, Redirect, SieveManager
 from rolekeeper.clock import as_utc
 from rolekeeper.config import Settings
 from rolekeeper.directory.queries import role_context
+from rolekeeper.domain import JobStatus
 from rolekeeper.errors import RolekeeperError
 from rolekeeper.notices.render import Templates
 from rolekeeper.store.models import (
     Client,
     ClientDomain,
     Contact,
+    DueJob,
     Incident,
     Person,
     Role,
@@ -35,6 +37,7 @@ from rolekeeper.store.models import (
 )
 
 DEPARTURE = "departure"
+REDIRECTS_JOB = "action.redirects"  # rolekeeper.actions applies an incident's redirects
 STARTED = ("running", "done", "parked")  # a departure whose steps have begun
 
 
@@ -215,8 +218,17 @@ def departed_mailboxes(session: Session) -> list[str]:
 
 def filtered_mailboxes(session: Session, settings: Settings) -> list[str]:
     """Named mailboxes that should carry rolekeeper's filters: those of current employees
-    with redirects in force and those of people whose departure has started."""
-    return sorted({*departed_mailboxes(session), *redirects_in_force(session, settings)})
+    with redirects in force and those of people whose departure has started. A mailbox
+    whose redirect job is still to run is left to that job: it writes the same scripts,
+    and two writers on one mailbox at once (several instances) could interleave."""
+    wanted = {*departed_mailboxes(session), *redirects_in_force(session, settings)}
+    queued = session.scalars(
+        select(DueJob.key).where(
+            DueJob.kind == REDIRECTS_JOB,
+            DueJob.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
+        )
+    )
+    return sorted(wanted - {key.removeprefix("mailbox:") for key in queued})
 
 
 @dataclass
