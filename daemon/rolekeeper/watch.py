@@ -37,6 +37,7 @@ from rolekeeper.detect.rules import evaluate
 from rolekeeper.detect.rules.base import Finding
 from rolekeeper.directory.snapshot import load_directory
 from rolekeeper.domain import JobStatus
+from rolekeeper.errors import MailboxAccessError
 from rolekeeper.log import get_logger
 from rolekeeper.parsepool import INLINE, ParsePool, Parser, Pending
 from rolekeeper.store.db import table_of, transaction
@@ -65,11 +66,12 @@ PLAN_JOB = "actions.plan"  # rolekeeper.actions.PLAN; named here to keep imports
 class ScanReport:
     mailbox: str
     folder: str
-    mode: str = "live"  # live | backfill | resync | replay | missing
+    mode: str = "live"  # live | backfill | resync | replay | missing | failed
     messages: int = 0
     bodies: int = 0
     incidents: int = 0
     unreadable: int = 0
+    error: str = ""  # why a failed mailbox could not be read
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -202,6 +204,11 @@ class Scanner:
             for folder in self.settings.watch.folders:
                 try:
                     reports.append(self.scan(mailbox, folder, directory, replay=as_of is not None))
+                except MailboxAccessError as exc:
+                    # No password for this mailbox, or its login refused: the others go on.
+                    log.error("mailbox skipped", mailbox=mailbox, error=str(exc))
+                    reports.append(ScanReport(mailbox, "", mode="failed", error=str(exc)))
+                    break
                 except BrokenProcessPool:
                     # A parse worker died (killed, out of memory): start afresh next time.
                     log.warning(

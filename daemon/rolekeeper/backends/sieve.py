@@ -18,7 +18,7 @@ from datetime import date
 
 from sievelib.managesieve import Client
 
-from rolekeeper.backends.imap import master_login
+from rolekeeper.backends.imap import mailbox_login
 from rolekeeper.config import ImapSettings
 from rolekeeper.errors import RolekeeperError
 
@@ -132,7 +132,7 @@ class SieveManager:
     def _connect(self, mailbox: str) -> Client:
         cfg = self.settings
         client = Client(cfg.host, cfg.sieve_port)
-        login, password = master_login(cfg, mailbox)
+        login, password = mailbox_login(cfg, mailbox)
         with warnings.catch_warnings():
             if cfg.host in _LOOPBACK:  # plain text never leaves the machine
                 warnings.simplefilter("ignore", UserWarning)
