@@ -217,12 +217,7 @@ class ImapSettings(_ServerSettings):
             if getattr(self, key) is not None
         ]
         if self.master_user_separator:
-            if given:
-                raise ValueError(
-                    f"{given[0]} is read only without a master user "
-                    '(master_user_separator = ""); remove one of the two'
-                )
-            return self
+            return self  # unused with a master user (`rolekeeper check` says so)
         if not given:
             raise ValueError(
                 'master_user_separator = "" (a login per mailbox) needs credentials_dir or '
