@@ -106,8 +106,8 @@ def test_scan_logs_in_per_mailbox_and_skips_a_mailbox_it_cannot_open(
     assert main(["--config", str(settings.source_files[0]), "scan", "--once"]) == 1
 
 
-def test_sieve_and_acls_use_the_mailboxs_own_login(
-    org: tuple[Settings, Store], dovecot_server: DovecotServer
+def test_sieve_acls_and_check_use_the_mailboxs_own_login(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     settings, _ = org
     assert settings.imap is not None
@@ -131,3 +131,9 @@ def test_sieve_and_acls_use_the_mailboxs_own_login(
 
     acls = ImapAcl(settings.imap).read(MANAGER1)
     assert "INBOX" in acls and MANAGER1 in acls["INBOX"]  # the owner's own entry
+
+    # `check --connect` logs in to IMAP and ManageSieve as `username`, a mailbox here.
+    assert main(["--config", str(settings.source_files[0]), "check", "--connect"]) == 0
+    out = capsys.readouterr().out
+    assert f"imap      {HOST}:{dovecot_server.imap_port} (plain): logged in as {IVAN}" in out
+    assert "ok    sieve" in out
