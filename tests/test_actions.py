@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email
 import time
 import uuid
@@ -9,15 +10,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sievelib.managesieve import Client as SieveClient
+from sqlalchemy import func, select
 
 from rolekeeper.backends.imap import ImapSource
-from rolekeeper.backends.sieve import WRAPPER, SieveManager
+from rolekeeper.backends.sieve import WRAPPER, SieveManager, their_script_in
 from rolekeeper.commands.demo import DEMO_CONFIG
 from rolekeeper.config import Settings, load_settings
 from rolekeeper.duework import DueWorkRunner
 from rolekeeper.jobkinds import job_kinds
 from rolekeeper.lab.dovecot import DovecotServer
+from rolekeeper.reconcile import keep_sieve
 from rolekeeper.store.models import AuditEntry, DueJob
 from rolekeeper.store.open import Store, open_store
 from rolekeeper.watch import Scanner
@@ -210,3 +213,77 @@ def test_next_digest_time_is_local() -> None:
     assert next_digest(settings, before) == datetime(2026, 11, 23, 5, 0, tzinfo=UTC)
     after = datetime(2026, 11, 23, 5, 0, tzinfo=UTC)  # exactly 08:00: the next day's
     assert next_digest(settings, after) == datetime(2026, 11, 24, 5, 0, tzinfo=UTC)
+
+
+@contextlib.contextmanager
+def own_sieve(server: DovecotServer, mailbox: str) -> Iterator[SieveClient]:
+    """A ManageSieve session as the mailbox's owner (their own password), as they would use."""
+    client = SieveClient(server.host, server.sieve_port)
+    assert client.connect(mailbox, "pw", starttls=False, authmech="PLAIN")
+    try:
+        yield client
+    finally:
+        client.logout()
+
+
+def clear_sieve(server: DovecotServer, mailbox: str) -> None:
+    with own_sieve(server, mailbox) as client:
+        assert client.setactive("")
+        _, scripts = client.listscripts()
+        for name in scripts:
+            assert client.deletescript(name)
+
+
+def test_reconciler_puts_the_wrapper_back_on_a_current_employees_mailbox(
+    org: tuple[Settings, Store], dovecot_server: DovecotServer
+) -> None:
+    settings, store = org
+    assert settings.imap is not None
+    clear_sieve(dovecot_server, IVAN)
+    scanner = Scanner(store.sessions, settings, ImapSource(settings.imap))
+    scanner.scan_all()
+    regular = "m.stepanov@severstal-snab.example"  # CRM-1001, regular, manager1 (Ivan)
+    dovecot_server.deliver(IVAN, client_mail(regular, IVAN))  # live: a redirect is due
+    scanner.scan_all()
+    scanner.source.close()
+    run_jobs(settings, store)
+    assert SieveManager(settings.imap).active_scripts(IVAN)[0] == WRAPPER
+    repairs = select(func.count()).where(
+        AuditEntry.action == "sieve.repair", AuditEntry.target == IVAN
+    )
+    with store.sessions() as session:
+        before = session.scalar(repairs)
+    assert before == 0  # the reconcile job in that run left the mailbox to the redirect job
+    try:
+        # Ivan, still employed, activates a holiday script of his own by hand.
+        with own_sieve(dovecot_server, IVAN) as client:
+            assert client.putscript("summer", 'require ["vacation"];\nvacation "On holiday";\n')
+            assert client.setactive("summer")
+
+        kept = keep_sieve(store.sessions, settings)
+
+        assert kept.failed == {}
+        assert kept.changed == {
+            IVAN: [f"wrote {WRAPPER} (including summer)", f"activated {WRAPPER}"]
+        }
+        with own_sieve(dovecot_server, IVAN) as client:
+            active, _ = client.listscripts()
+            assert active == WRAPPER
+            assert their_script_in(client.getscript(WRAPPER)) == "summer"
+        with store.sessions() as session:
+            assert session.scalar(repairs) == before + 1
+
+        # Both run for real: the client's mail goes to the role, and Ivan's vacation answers.
+        sink = dovecot_server.smtp
+        sink.clear()
+        colleague = "e.gromova@severstal-snab.example"
+        dovecot_server.deliver(IVAN, client_mail(colleague, IVAN), mail_from=colleague)
+        got = sink.wait_for(2, timeout=10)
+        assert sorted(m.rcpt_tos for m in got) == [(colleague,), ("manager1@acme.example",)]
+
+        again = keep_sieve(store.sessions, settings)  # already right: nothing written
+        assert (again.changed, again.failed) == ({}, {})
+        with store.sessions() as session:
+            assert session.scalar(repairs) == before + 1
+    finally:
+        clear_sieve(dovecot_server, IVAN)  # no holiday script left for the other tests

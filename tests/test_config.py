@@ -325,3 +325,66 @@ def test_exchange_needs_https(tmp_path: Path) -> None:
         f"{path}: exchange.service_endpoint: expected the EWS URL, e.g. "
         "https://mail.example.com/EWS/Exchange.asmx"
     ]
+
+
+def _imap(directory: Path, extra: str) -> Path:
+    return write_config(
+        directory, f'[imap]\nhost = "mail.acme.example"\nusername = "rolekeeper"\n{extra}'
+    )
+
+
+def test_per_mailbox_logins_need_their_passwords_directory(tmp_path: Path) -> None:
+    path = _imap(tmp_path, 'master_user_separator = ""\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "rolekeeper", "--config", str(path), "check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr == (
+        f'config error: {path}: imap: master_user_separator = "" (a login per mailbox) needs '
+        "credentials_dir or credentials_credential: where each mailbox's password file is\n"
+    )
+    path = _imap(tmp_path, f'master_user_separator = ""\ncredentials_dir = "{tmp_path}/none"\n')
+    assert problems(path) == [f"{path}: imap: credentials_dir {tmp_path}/none is not a directory"]
+    path = _imap(tmp_path, f'credentials_dir = "{tmp_path}"\n')  # a master user as well
+    result = subprocess.run(
+        [sys.executable, "-m", "rolekeeper", "--config", str(path), "check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert (
+        "warning: imap.credentials_dir is not used: mailboxes are opened with the master user"
+        in result.stderr
+    )
+
+
+def test_per_mailbox_passwords_from_a_systemd_credential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rolekeeper.errors import MailboxAccessError
+
+    path = _imap(
+        tmp_path, 'master_user_separator = ""\ncredentials_credential = "imap-passwords"\n'
+    )
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    [line] = problems(path)
+    assert "needs systemd's $CREDENTIALS_DIRECTORY" in line
+    # LoadCredential=imap-passwords:/etc/rolekeeper/imap-passwords names each file ID_FILE.
+    (tmp_path / "imap-passwords_ivan.petrov@acme.example").write_text("s3cret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    imap = load_settings(path).imap
+    assert imap is not None
+    assert imap.mailbox_password("Ivan.Petrov@acme.example").get_secret_value() == "s3cret"
+    with pytest.raises(MailboxAccessError) as caught:
+        imap.mailbox_password("anna@acme.example")
+    assert str(caught.value) == (
+        f"anna@acme.example: no IMAP password: secret file "
+        f"{tmp_path}/imap-passwords_anna@acme.example does not exist"
+    )
+    with pytest.raises(MailboxAccessError, match="cannot name a password file"):
+        imap.mailbox_password("../imap-passwords_ivan.petrov@acme.example")

@@ -125,3 +125,21 @@ def test_their_newly_activated_script_is_wrapped_again(
     changes = manager.ensure(mailbox, REDIRECTS, keep_copy=True)
     assert changes == [f"wrote {WRAPPER} (including summer)", f"activated {WRAPPER}"]
     assert manager.active_scripts(mailbox)[0] == WRAPPER
+
+
+def test_filtering_switched_off_keeps_their_script_included(
+    mailbox: str, manager: SieveManager, dovecot_server: DovecotServer
+) -> None:
+    manager.ensure(mailbox, REDIRECTS, keep_copy=True)
+    client = Client("127.0.0.1", dovecot_server.sieve_port)
+    assert client.connect(mailbox, "pw", starttls=False, authmech="PLAIN")
+    assert client.setactive("")  # no script active at all: nothing of theirs was chosen
+    client.logout()
+    assert manager.ensure(mailbox, REDIRECTS, keep_copy=True) == [f"activated {WRAPPER}"]
+    client = Client("127.0.0.1", dovecot_server.sieve_port)
+    assert client.connect(mailbox, "pw", starttls=False, authmech="PLAIN")
+    assert their_script_in(client.getscript(WRAPPER)) == "mine"  # their vacation stays
+    assert client.setactive(OWN_SCRIPT)  # rolekeeper's own script alone, by mistake
+    client.logout()
+    assert manager.ensure(mailbox, REDIRECTS, keep_copy=True) == [f"activated {WRAPPER}"]
+    assert manager.ensure(mailbox, REDIRECTS, keep_copy=True) == []

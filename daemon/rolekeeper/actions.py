@@ -22,7 +22,7 @@ from rolekeeper.domain import JobStatus, pretty_number
 from rolekeeper.duework import JobContext, JobKind, every_poll
 from rolekeeper.errors import RolekeeperError
 from rolekeeper.log import get_logger
-from rolekeeper.namedbox import desired_filters, ensure_filters
+from rolekeeper.namedbox import REDIRECTS_JOB, ensure_filters
 from rolekeeper.notices.render import Templates, build_message
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.db import table_of, transaction
@@ -60,7 +60,7 @@ def plan(ctx: JobContext) -> None:
             if policy is not None and segment in policy.alert_at_once and supervisor_id:
                 jobs.append(_job("action.alert", f"incident:{incident.id}", ctx))
             if policy is not None and segment in policy.redirect and address:
-                jobs.append(_job("action.redirects", f"mailbox:{address}", ctx))
+                jobs.append(_job(REDIRECTS_JOB, f"mailbox:{address}", ctx))
             if (
                 policy is not None
                 and segment in policy.nudge
@@ -140,8 +140,7 @@ def sender_address(settings: Settings) -> str:
 def apply_redirects(ctx: JobContext) -> None:
     mailbox = ctx.key.removeprefix("mailbox:")
     with ctx.sessions() as session:
-        redirects, _ = desired_filters(session, mailbox, ctx.settings)
-        changes = ensure_filters(session, mailbox, ctx.settings)
+        redirects, changes = ensure_filters(session, mailbox, ctx.settings)
     if changes:
         with transaction(ctx.sessions) as session:
             record_audit(
@@ -301,6 +300,6 @@ def next_digest(settings: Settings, now: datetime) -> datetime:
 
 PLAN = JobKind(PLAN_JOB, plan, every=every_poll)
 ALERT = JobKind("action.alert", send_alert)
-REDIRECTS = JobKind("action.redirects", apply_redirects)
+REDIRECTS = JobKind(REDIRECTS_JOB, apply_redirects)
 DIGEST = JobKind("action.digest", send_digests, next_due=next_digest)
 NUDGE = JobKind("action.nudge", send_nudge)

@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -27,7 +28,7 @@ from pydantic import (
 )
 
 from rolekeeper.domain import InvalidValue, normalise_domain, normalise_phone
-from rolekeeper.errors import ConfigError
+from rolekeeper.errors import ConfigError, MailboxAccessError
 
 DEFAULT_CONFIG_PATH = Path("/etc/rolekeeper/rolekeeper.toml")
 CONFIG_ENV = "ROLEKEEPER_CONFIG"
@@ -198,8 +199,62 @@ class ImapSettings(_ServerSettings):
     username: str
     # Dovecot "user*master" logins; empty means per-mailbox credentials.
     master_user_separator: str = "*"
+    # Per-mailbox credentials: a directory with one password file per mailbox, named by its
+    # address; or a systemd credential loaded from such a directory, whose files systemd
+    # names "<credential>_<address>".
+    credentials_dir: Path | None = None
+    credentials_credential: str | None = None
     max_connections: int = Field(default=8, ge=1, le=1000)
     sieve_port: Port = 4190
+    # Where the "<prefix><address>" password files are, once resolved.
+    _passwords_at: tuple[Path, str] | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _per_mailbox(self) -> Self:
+        given = [
+            key
+            for key in ("credentials_dir", "credentials_credential")
+            if getattr(self, key) is not None
+        ]
+        if self.master_user_separator:
+            return self  # unused with a master user (`rolekeeper check` says so)
+        if not given:
+            raise ValueError(
+                'master_user_separator = "" (a login per mailbox) needs credentials_dir or '
+                "credentials_credential: where each mailbox's password file is"
+            )
+        if len(given) == 2:
+            raise ValueError("give either credentials_dir or credentials_credential, not both")
+        if self.credentials_dir is not None:
+            if not self.credentials_dir.is_dir():
+                raise ValueError(f"credentials_dir {self.credentials_dir} is not a directory")
+            where = (self.credentials_dir, "")
+        else:
+            creds = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not creds:
+                raise ValueError(
+                    f"credentials_credential {self.credentials_credential!r} needs systemd's "
+                    "$CREDENTIALS_DIRECTORY (LoadCredential= in the unit); it is not set"
+                )
+            where = (Path(creds), f"{self.credentials_credential}_")
+        self._passwords_at = where
+        return self
+
+    def mailbox_password(self, mailbox: str) -> SecretStr:
+        """The password of one mailbox, read from its file now, so that a mailbox added
+        later needs no reload. Raises MailboxAccessError naming the file, never its text."""
+        if self._passwords_at is None:
+            raise MailboxAccessError(f"{mailbox}: no per-mailbox credentials are configured")
+        directory, prefix = self._passwords_at
+        if not mailbox or "/" in mailbox or mailbox.startswith("."):
+            raise MailboxAccessError(f"{mailbox!r} cannot name a password file")
+        path = directory / f"{prefix}{mailbox}"
+        if not path.exists() and mailbox != mailbox.lower():
+            path = directory / f"{prefix}{mailbox.lower()}"
+        try:
+            return SecretStr(_read_secret(path))
+        except ValueError as exc:
+            raise MailboxAccessError(f"{mailbox}: no IMAP password: {exc}") from None
 
 
 class SmtpSettings(_ServerSettings):

@@ -21,6 +21,11 @@ class ConfigError(RolekeeperError):
         super().__init__("\n".join(self.problems))
 
 
+class MailboxAccessError(RolekeeperError):
+    """One mailbox cannot be opened (no password for it, or its login was refused); the
+    others still can, so callers record it and go on."""
+
+
 class ImportFileError(RolekeeperError):
     """A CSV file was refused; nothing of it was imported."""
 

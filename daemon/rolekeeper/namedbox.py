@@ -5,26 +5,31 @@ redirects that live incidents call for (rolekeeper.actions), and after a departu
 client of the leaver's roles redirected to its role mailbox and answered once with an
 auto-reply naming the role's contacts, until `handover.autoreply_days` after the date.
 Both the incident job and the departure step call `ensure_filters`, so neither undoes the
-other.
+other; the reconciler calls it too, for every mailbox that should carry these filters, so a
+wrapper switched off by hand is put back (see `keep_filters`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from rolekeeper.backends.sieve import AutoReply, Redirect, SieveManager
 from rolekeeper.clock import as_utc
 from rolekeeper.config import Settings
 from rolekeeper.directory.queries import role_context
+from rolekeeper.domain import JobStatus
+from rolekeeper.errors import RolekeeperError
 from rolekeeper.notices.render import Templates
 from rolekeeper.store.models import (
     Client,
     ClientDomain,
     Contact,
+    DueJob,
     Incident,
     Person,
     Role,
@@ -32,25 +37,37 @@ from rolekeeper.store.models import (
 )
 
 DEPARTURE = "departure"
+REDIRECTS_JOB = "action.redirects"  # rolekeeper.actions applies an incident's redirects
 STARTED = ("running", "done", "parked")  # a departure whose steps have begun
+
+
+def redirects_in_force(
+    session: Session, settings: Settings, mailbox: str | None = None
+) -> dict[str, dict[int, str]]:
+    """named mailbox → client id → role address, for clients whose live incidents call for
+    a redirect (the rule's policy lists the incident's segment); one mailbox or all of them.
+    The incident job and the reconciler both read redirects here, so they never disagree."""
+    policies = settings.actions.rules
+    query = (
+        select(Person.named_address, Incident.rule, Incident.segment, Client.id, Role.address)
+        .join(Person, Person.id == Incident.person_id)
+        .join(Client, Client.id == Incident.client_id)
+        .join(Role, Role.id == Client.role_id)
+        .where(Incident.live)
+    )
+    if mailbox is not None:
+        query = query.where(Person.named_address == mailbox)
+    found: dict[str, dict[int, str]] = {}
+    for address, rule, segment, client_id, role_address in session.execute(query):
+        policy = policies.get(rule)
+        if policy is not None and (segment or "") in policy.redirect:
+            found.setdefault(address, {})[client_id] = role_address
+    return found
 
 
 def incident_redirects(session: Session, mailbox: str, settings: Settings) -> dict[int, str]:
     """client id → role address, for clients whose live incidents here call for a redirect."""
-    policies = settings.actions.rules
-    rows = session.execute(
-        select(Incident.rule, Incident.segment, Client.id, Role.address)
-        .join(Person, Person.id == Incident.person_id)
-        .join(Client, Client.id == Incident.client_id)
-        .join(Role, Role.id == Client.role_id)
-        .where(Person.named_address == mailbox, Incident.live)
-    ).all()
-    targets: dict[int, str] = {}
-    for rule, segment, client_id, role_address in rows:
-        policy = policies.get(rule)
-        if policy is not None and (segment or "") in policy.redirect:
-            targets[client_id] = role_address
-    return targets
+    return redirects_in_force(session, settings, mailbox).get(mailbox, {})
 
 
 def departure_of(session: Session, mailbox: str) -> Transition | None:
@@ -169,16 +186,18 @@ def reply_context(
     return {**role_context(session, role, settings), "leaver_name": leaver.name}
 
 
-def ensure_filters(session: Session, mailbox: str, settings: Settings) -> list[str]:
-    """Make the mailbox's Sieve filtering what the store says; return what changed."""
+def ensure_filters(
+    session: Session, mailbox: str, settings: Settings
+) -> tuple[list[Redirect], list[str]]:
+    """Make the mailbox's Sieve filtering what the store says; return the redirects it
+    should have and what was changed to get there."""
     if settings.imap is None:
-        from rolekeeper.errors import RolekeeperError
-
         raise RolekeeperError("Sieve filtering is due but [imap] is not configured")
     redirects, replies = desired_filters(session, mailbox, settings)
-    return SieveManager(settings.imap).ensure(
+    changes = SieveManager(settings.imap).ensure(
         mailbox, redirects, settings.actions.redirect_keep_copy, replies
     )
+    return redirects, changes
 
 
 def departed_mailboxes(session: Session) -> list[str]:
@@ -197,13 +216,43 @@ def departed_mailboxes(session: Session) -> list[str]:
     )
 
 
-def keep_departed_filters(sessions: Any, settings: Settings) -> dict[str, list[str]]:
-    """The reconciler's Sieve part: every departed person's named mailbox keeps redirecting
-    and answering clients (a script switched off by hand is put back); returns changes."""
-    changed: dict[str, list[str]] = {}
+def filtered_mailboxes(session: Session, settings: Settings) -> list[str]:
+    """Named mailboxes that should carry rolekeeper's filters: those of current employees
+    with redirects in force and those of people whose departure has started. A mailbox
+    whose redirect job is still to run is left to that job: it writes the same scripts,
+    and two writers on one mailbox at once (several instances) could interleave."""
+    wanted = {*departed_mailboxes(session), *redirects_in_force(session, settings)}
+    queued = session.scalars(
+        select(DueJob.key).where(
+            DueJob.kind == REDIRECTS_JOB,
+            DueJob.status.in_((JobStatus.PENDING, JobStatus.RUNNING)),
+        )
+    )
+    return sorted(wanted - {key.removeprefix("mailbox:") for key in queued})
+
+
+@dataclass
+class KeptFilters:
+    """One reconciler pass over named mailboxes' Sieve: what changed, and which mailboxes
+    could not be reached (the others were still kept)."""
+
+    changed: dict[str, list[str]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def keep_filters(sessions: sessionmaker[Session], settings: Settings) -> KeptFilters:
+    """The reconciler's Sieve part: every named mailbox that should carry rolekeeper's filters
+    has the wrapper active, including rolekeeper's script and the owner's own (the one they
+    activated since, if they did). A mailbox already right costs a read and no write."""
+    kept = KeptFilters()
     with sessions() as session:
-        for mailbox in departed_mailboxes(session):
-            changes = ensure_filters(session, mailbox, settings)
+        for mailbox in filtered_mailboxes(session, settings):
+            try:
+                _, changes = ensure_filters(session, mailbox, settings)
+            except (RolekeeperError, OSError) as exc:
+                # One mailbox the server refuses must not leave the others unrepaired.
+                kept.failed[mailbox] = str(exc) or type(exc).__name__
+                continue
             if changes:
-                changed[mailbox] = changes
-    return changed
+                kept.changed[mailbox] = changes
+    return kept

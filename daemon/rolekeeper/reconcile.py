@@ -27,6 +27,7 @@ from rolekeeper.config import Settings
 from rolekeeper.duework import JobContext, JobKind
 from rolekeeper.errors import NotFoundError, RolekeeperError
 from rolekeeper.log import get_logger
+from rolekeeper.namedbox import KeptFilters, keep_filters
 from rolekeeper.provision.base import AccessBackend
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.db import transaction
@@ -365,18 +366,18 @@ def _reconcile_job(ctx: JobContext) -> None:
     keep_sieve(ctx.sessions, ctx.settings)
 
 
-def keep_sieve(sessions: sessionmaker[Session], settings: Settings) -> dict[str, list[str]]:
-    """Departed people's named mailboxes keep their redirect and auto-reply (Sieve)."""
-    from rolekeeper.namedbox import keep_departed_filters
-    from rolekeeper.store.audit import record_audit
-    from rolekeeper.store.db import transaction
-
-    changed = keep_departed_filters(sessions, settings)
-    for mailbox, changes in changed.items():
+def keep_sieve(sessions: sessionmaker[Session], settings: Settings) -> KeptFilters:
+    """Named mailboxes keep rolekeeper's Sieve wrapper: current employees' with redirects in
+    force and departed people's; each repair is audited, a mailbox already right is not
+    written to, and one that fails is logged and left for the next pass."""
+    kept = keep_filters(sessions, settings)
+    for mailbox, changes in kept.changed.items():
         with transaction(sessions) as session:
             record_audit(session, ACTOR, "sieve.repair", mailbox, {"changes": changes})
         log.info("named mailbox filtering repaired", mailbox=mailbox, changes=changes)
-    return changed
+    for mailbox, why in kept.failed.items():
+        log.error("named mailbox filtering not checked", mailbox=mailbox, error=why)
+    return kept
 
 
 def _every(settings: Settings) -> timedelta:

@@ -37,6 +37,7 @@ from rolekeeper.detect.rules import evaluate
 from rolekeeper.detect.rules.base import Finding
 from rolekeeper.directory.snapshot import load_directory
 from rolekeeper.domain import JobStatus
+from rolekeeper.errors import MailboxAccessError
 from rolekeeper.log import get_logger
 from rolekeeper.parsepool import INLINE, ParsePool, Parser, Pending
 from rolekeeper.quietwatch import record_quiet_clients
@@ -66,11 +67,12 @@ PLAN_JOB = "actions.plan"  # rolekeeper.actions.PLAN; named here to keep imports
 class ScanReport:
     mailbox: str
     folder: str
-    mode: str = "live"  # live | backfill | resync | replay | missing
+    mode: str = "live"  # live | backfill | resync | replay | missing | failed
     messages: int = 0
     bodies: int = 0
     incidents: int = 0
     unreadable: int = 0
+    error: str = ""  # why a failed mailbox could not be read
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -206,6 +208,11 @@ class Scanner:
             for folder in self.settings.watch.folders:
                 try:
                     reports.append(self._scan_retrying(mailbox, folder, directory, as_of))
+                except MailboxAccessError as exc:
+                    # No password for this mailbox, or its login refused: the others go on.
+                    log.error("mailbox skipped", mailbox=mailbox, error=str(exc))
+                    reports.append(ScanReport(mailbox, "", mode="failed", error=str(exc)))
+                    break
                 except BrokenProcessPool:
                     # A parse worker died (killed, out of memory): start afresh next time.
                     log.warning(
@@ -219,6 +226,7 @@ class Scanner:
                     # the others; the next pass resumes it from its stored cursor.
                     log.warning("scan failed", mailbox=mailbox, folder=folder, error=str(exc))
                     self.source.drop(mailbox)
+                    reports.append(ScanReport(mailbox, folder, mode="failed", error=str(exc)))
                     break  # the mailbox's other folders wait for the next pass too
         if as_of is not None:
             record_quiet_clients(self.sessions, self.settings, as_of, live=False)

@@ -1,7 +1,8 @@
 """IMAP ACLs (RFC 4314) on every folder of a mailbox, through the master-user login.
 
 The master user opens `mailbox*admin`; with Dovecot's `acl_user = %u` that session is checked
-as the mailbox's owner, who may change its ACLs. Identifiers are login names (the people's
+as the mailbox's owner, who may change its ACLs. Without a master user the mailbox's own
+login (its per-mailbox password) is that owner. Identifiers are login names (the people's
 named addresses). Rights are compared as sets of RFC 4314 letters without the obsolete
 "c" and "d", which Dovecot derives from k and x/t/e and reports on its own.
 """
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from rolekeeper.backends.imap import master_login, open_imap
+from rolekeeper.backends.imap import mailbox_login, open_imap
 from rolekeeper.config import ImapSettings
 from rolekeeper.errors import RolekeeperError
 
@@ -45,14 +46,9 @@ class ImapAcl:
     def __init__(self, settings: ImapSettings) -> None:
         self.settings = settings
 
-    def _login(self, mailbox: str) -> tuple[str, str]:
-        if not self.settings.master_user_separator:
-            raise AclError("ACLs need a master-user login: set imap.master_user_separator")
-        return master_login(self.settings, mailbox)
-
     @contextmanager
     def session(self, mailbox: str) -> Iterator[IMAPClient]:
-        client = open_imap(self.settings, *self._login(mailbox))
+        client = open_imap(self.settings, *mailbox_login(self.settings, mailbox))
         try:
             yield client
         finally:

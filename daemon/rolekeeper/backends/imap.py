@@ -1,6 +1,7 @@
 """IMAP mail source (imapclient): one admin login reads every mailbox.
 
-With a master user (Dovecot `user*master`), each mailbox is opened as `mailbox*admin`. The
+With a master user (Dovecot `user*master`), each mailbox is opened as `mailbox*admin`;
+without one (`master_user_separator = ""`), as the mailbox itself with its own password. The
 number of open connections is capped (`imap.max_connections`; Dovecot allows 10 per user
 and IP by default); the least recently used one is closed to open another.
 """
@@ -18,19 +19,24 @@ from datetime import date
 from typing import Any
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.response_parser import parse_fetch_response
 
 from rolekeeper.backends.base import Fetched, FolderState
 from rolekeeper.backends.tls import client_context
 from rolekeeper.config import ImapSettings
+from rolekeeper.errors import MailboxAccessError
 
 FETCH_BATCH = 2000  # Dovecot refuses command lines over 64 KiB
 _UID = re.compile(rb"[( ]UID (\d+)[ )]")
 
 
-def master_login(cfg: ImapSettings, mailbox: str) -> tuple[str, str]:
-    """Login and password that open `mailbox` as the admin (Dovecot's `mailbox*admin`)."""
+def mailbox_login(cfg: ImapSettings, mailbox: str) -> tuple[str, str]:
+    """Login and password that open `mailbox`: as the admin (Dovecot's `mailbox*admin`), or
+    without a master user as the mailbox itself with its own password (from its file).
+    IMAP, ACLs and ManageSieve all log in with this."""
+    if not cfg.master_user_separator:
+        return mailbox, cfg.mailbox_password(mailbox).get_secret_value()
     password = cfg.password.get_secret_value() if cfg.password else ""
     return f"{mailbox}{cfg.master_user_separator}{cfg.username}", password
 
@@ -73,11 +79,6 @@ class ImapSource:
         self._known_folders: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
-    def _login_for(self, mailbox: str) -> tuple[str, str]:
-        if not self.settings.master_user_separator:
-            raise NotImplementedError("per-mailbox IMAP credentials are not supported yet")
-        return master_login(self.settings, mailbox)
-
     def _client(self, mailbox: str) -> IMAPClient:
         with self._lock:
             client = self._connections.pop(mailbox, None)
@@ -92,8 +93,15 @@ class ImapSource:
             return client
 
     def connect(self, mailbox: str) -> IMAPClient:
-        """A connection of its own, outside the pool (IDLE holds one per watched folder)."""
-        return open_imap(self.settings, *self._login_for(mailbox))
+        """A connection of its own, outside the pool (IDLE holds one per watched folder).
+        Raises MailboxAccessError when this one mailbox cannot be opened."""
+        try:
+            return open_imap(self.settings, *mailbox_login(self.settings, mailbox))
+        except LoginError as exc:
+            said = exc.args[0] if exc.args else ""
+            if isinstance(said, bytes):
+                said = said.decode("utf-8", "replace")
+            raise MailboxAccessError(f"{mailbox}: IMAP login refused: {said}") from None
 
     def drop(self, mailbox: str) -> None:
         """Forget a connection after an error; the next call reconnects."""

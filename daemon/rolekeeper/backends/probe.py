@@ -70,12 +70,22 @@ def probe_database(settings: Settings) -> ProbeResult:
     return ProbeResult("database", target, True, f"connected; {state}")
 
 
+def _admin_login(cfg: ImapSettings) -> tuple[str, str]:
+    """The master user itself; without one, the mailbox `username` names, with its own
+    password from the per-mailbox credentials."""
+    from rolekeeper.backends.imap import mailbox_login
+
+    if not cfg.master_user_separator:
+        return mailbox_login(cfg, cfg.username)
+    return cfg.username, _secret(cfg.password)
+
+
 def probe_imap(cfg: ImapSettings) -> ProbeResult:
     from rolekeeper.backends.imap import open_imap
 
     target = f"{cfg.host}:{cfg.port} ({cfg.security})"
     try:
-        client = open_imap(cfg, cfg.username, _secret(cfg.password))
+        client = open_imap(cfg, *_admin_login(cfg))
         try:
             caps = {c.decode() if isinstance(c, bytes) else str(c) for c in client.capabilities()}
         finally:
@@ -94,12 +104,8 @@ def probe_sieve(cfg: ImapSettings) -> ProbeResult:
     target = f"{cfg.host}:{cfg.sieve_port} (managesieve)"
     try:
         client = Client(cfg.host, cfg.sieve_port)
-        ok = client.connect(
-            cfg.username,
-            _secret(cfg.password),
-            starttls=cfg.security != "plain",
-            authmech="PLAIN",
-        )
+        login, password = _admin_login(cfg)
+        ok = client.connect(login, password, starttls=cfg.security != "plain", authmech="PLAIN")
         if not ok:
             return ProbeResult("sieve", target, False, f"login refused: {client.errmsg!r}")
         client.logout()

@@ -18,7 +18,7 @@ from datetime import date
 
 from sievelib.managesieve import Client
 
-from rolekeeper.backends.imap import master_login
+from rolekeeper.backends.imap import mailbox_login
 from rolekeeper.config import ImapSettings
 from rolekeeper.errors import RolekeeperError
 
@@ -132,7 +132,7 @@ class SieveManager:
     def _connect(self, mailbox: str) -> Client:
         cfg = self.settings
         client = Client(cfg.host, cfg.sieve_port)
-        login, password = master_login(cfg, mailbox)
+        login, password = mailbox_login(cfg, mailbox)
         with warnings.catch_warnings():
             if cfg.host in _LOOPBACK:  # plain text never leaves the machine
                 warnings.simplefilter("ignore", UserWarning)
@@ -162,8 +162,7 @@ class SieveManager:
         if OWN_SCRIPT not in scripts or not _same(client.getscript(OWN_SCRIPT), own):
             self._put(client, mailbox, OWN_SCRIPT, own)
             changes.append(f"wrote {OWN_SCRIPT}")
-        # Whatever else is active now is theirs (perhaps newly chosen); keep including it.
-        theirs = their_script_in(client.getscript(WRAPPER)) if active == WRAPPER else active
+        theirs = _their_script(client, active, scripts)
         wrapper = render_wrapper(theirs)
         if WRAPPER not in scripts or not _same(client.getscript(WRAPPER), wrapper):
             self._put(client, mailbox, WRAPPER, wrapper)
@@ -185,6 +184,23 @@ class SieveManager:
             return active, list(scripts)
         finally:
             client.logout()
+
+
+def _their_script(client: Client, active: str | None, scripts: set[str]) -> str | None:
+    """The owner's script the wrapper should include.
+
+    A script of theirs that is active now was chosen by them since the wrapper was
+    activated: it is the one to keep. With nothing of theirs active (the wrapper is, or
+    someone switched filtering off, or activated rolekeeper's own script) the wrapper keeps
+    the one it included, so their filters and vacation are never dropped; unless they
+    deleted it, since an include of a missing script would make Dovecot refuse the wrapper.
+    """
+    if active and active not in (WRAPPER, OWN_SCRIPT):
+        return active
+    if WRAPPER not in scripts:
+        return None
+    included = their_script_in(client.getscript(WRAPPER) or "")
+    return included if included in scripts else None
 
 
 def _same(stored: str | None, wanted: str) -> bool:

@@ -49,4 +49,12 @@ def _warnings(settings: Any) -> list[str]:
         section = getattr(settings, name)
         if section is not None and not section.verify_tls:
             found.append(f"{name}.verify_tls = false: the server's certificate is not checked")
+    imap = settings.imap
+    if imap is not None and imap.master_user_separator:
+        for key in ("credentials_dir", "credentials_credential"):
+            if getattr(imap, key) is not None:
+                found.append(
+                    f"imap.{key} is not used: mailboxes are opened with the master user "
+                    '(per-mailbox passwords need master_user_separator = "")'
+                )
     return found

@@ -8,6 +8,7 @@ from typing import Any
 
 from rolekeeper.commands.common import actor, add_json_flag, print_json, settings_of, store_of
 from rolekeeper.log import configure_logging
+from rolekeeper.namedbox import KeptFilters
 from rolekeeper.reconcile import Change, ReconcileError, keep_sieve, run_once
 
 
@@ -38,8 +39,8 @@ def _reconcile(args: argparse.Namespace) -> int:
             )
         except ReconcileError as exc:
             changes, failures = exc.applied, exc.failures
-        # Departed people's named mailboxes: their Sieve redirect and auto-reply.
-        sieve: dict[str, list[str]] = {}
+        # Named mailboxes' Sieve wrapper: redirects in force and departed people's auto-reply.
+        sieve = KeptFilters()
         if not args.dry_run and not args.role and settings.imap is not None:
             sieve = keep_sieve(store.sessions, settings)
     if args.json:
@@ -48,17 +49,20 @@ def _reconcile(args: argparse.Namespace) -> int:
                 "dry_run": args.dry_run,
                 "changes": [c.as_dict() for c in changes],
                 "failed": [{**c.as_dict(), "error": why} for c, why in failures],
-                "sieve": sieve,
+                "sieve": sieve.changed,
+                "sieve_failed": sieve.failed,
             }
         )
     else:
         verb = "would" if args.dry_run else "done:"
         for change in changes:
             print(f"{verb} {change.describe()}")
-        for mailbox, done in sieve.items():
+        for mailbox, done in sieve.changed.items():
             print(f"done: Sieve on {mailbox}: {'; '.join(done)}")
-        if not changes and not failures and not sieve:
+        if not changes and not failures and not sieve.changed and not sieve.failed:
             print("nothing to change")
         for change, why in failures:
             print(f"FAILED {change.describe()}: {why}", file=sys.stderr)
-    return 1 if failures else 0
+        for mailbox, why in sieve.failed.items():
+            print(f"FAILED Sieve on {mailbox}: {why}", file=sys.stderr)
+    return 1 if failures or sieve.failed else 0

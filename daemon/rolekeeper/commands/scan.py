@@ -64,7 +64,7 @@ def _scan(args: argparse.Namespace) -> int:
     finally:
         source.close()
     rows = [r.as_dict() for r in reports if r.mode != "missing"]
-    return emit_rows(
+    status = emit_rows(
         args,
         rows,
         [
@@ -75,8 +75,11 @@ def _scan(args: argparse.Namespace) -> int:
             ("bodies", "BODIES"),
             ("incidents", "NEW INCIDENTS"),
             ("unreadable", "UNREADABLE"),
+            ("error", "ERROR"),
         ],
     )
+    # The other mailboxes were read; a skipped one still makes the run a failure.
+    return status or (1 if any(r.mode == "failed" for r in reports) else 0)
 
 
 INCIDENT_COLUMNS = [

@@ -168,7 +168,7 @@ def named_mailbox(ctx: StepContext) -> dict[str, Any]:
     """Redirect client mail from the leaver's named mailbox and answer it once (Sieve)."""
     with ctx.sessions() as session:
         mailbox = ctx.leaver(session).named_address
-        changes = ensure_filters(session, mailbox, ctx.settings)
+        _, changes = ensure_filters(session, mailbox, ctx.settings)
     if changes:
         with transaction(ctx.sessions) as session:
             record_audit(session, "rolekeeper", "sieve.departure", mailbox, {"changes": changes})
