@@ -200,7 +200,8 @@ class Incident(Base):
     planned_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # The client's address in the message: where a nudge would go.
     client_address: Mapped[str | None] = mapped_column(String(320))
-    # When a daily digest to the supervisor listed it (incidents not alerted at once).
+    # When a daily digest to the supervisor took it (incidents not alerted at once): set in
+    # the commit that records the digest mail, before it is sent (see ActionMail).
     digested_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
