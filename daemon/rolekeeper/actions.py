@@ -95,8 +95,7 @@ def _job(kind: str, key: str, ctx: JobContext) -> dict[str, Any]:
 def send_alert(ctx: JobContext) -> None:
     incident_id = int(ctx.key.removeprefix("incident:"))
     settings = ctx.settings
-    if settings.smtp is None:
-        raise RolekeeperError("an alert is due but [smtp] is not configured")
+    _need_smtp(settings, "an alert")
     sender = sender_address(settings)
     message_id = f"<alert-{incident_id}@{sender.rpartition('@')[2]}>"
     with ctx.sessions() as session:
