@@ -43,6 +43,8 @@ KEYACCOUNTS = "keyaccounts@acme.example"
 DAEMON = (
     "[scheduler]\npoll_seconds = 0.3\n"
     "[handover]\njournal_grace_minutes = 0\n"
+    # No Sieve redirects: they would outlive the test on the session's Dovecot.
+    '[actions.rules.client-to-named]\nnudge = ["vip", "key", "regular", "minor"]\n'
     '[watch]\nidle_folders = 0\npoll_seconds = 3600\nparse_workers = 0\nfolders = ["INBOX"]\n'
 )
 
