@@ -3,11 +3,8 @@ exactly one notice, every step done, nothing "unknown" (the journal is configure
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,6 +18,7 @@ from rolekeeper.lab.dovecot import DovecotServer
 from rolekeeper.lab.relay import LmtpRelay
 from rolekeeper.store.models import Notice, Transition, TransitionStep
 from rolekeeper.store.open import Store, open_store
+from tests.daemon_support import Daemon
 from tests.handover_org import (
     JOURNAL,
     LEAVER,
@@ -34,23 +32,6 @@ DAEMON_CONFIG = """
 poll_seconds = 0.3
 """
 WATCH = 'idle_folders = 0\npoll_seconds = 3600\nparse_workers = 0\nfolders = ["INBOX"]\n'
-
-
-class Daemon:
-    def __init__(self, settings: Settings, log: Path, **env: str) -> None:
-        self.log = log.open("a")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rolekeeper", "--config", str(settings.source_files[0]), "run"],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "ROLEKEEPER_TEST_HOOKS": "1", **env},
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(30)
-        self.log.close()
 
 
 def settings_for(tmp: Path, server: DovecotServer) -> Settings:

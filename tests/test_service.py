@@ -23,7 +23,7 @@ from rolekeeper.clock import utcnow
 from rolekeeper.config import load_settings
 from rolekeeper.duework import schedule
 from rolekeeper.store.db import transaction
-from rolekeeper.store.models import AuditEntry, DueJob, Incident, UnreadableMessage
+from rolekeeper.store.models import ActionMail, AuditEntry, DueJob, Incident, UnreadableMessage
 from rolekeeper.store.open import open_store
 
 SECRET = "pa55-w0rd-that-must-not-leak"
@@ -161,6 +161,20 @@ def test_job_due_during_downtime_runs_at_start(start: Any, state: Path) -> None:
                 seen_at=long_ago,
             )
         )
+        for n, status in enumerate(("sent", "sending")):  # an open one waits to be settled
+            session.add(
+                ActionMail(
+                    kind="alert",
+                    subject="incident:1",
+                    message_id=f"<alert-{n}@x>",
+                    recipient="boss@x",
+                    incidents=[1],
+                    status=status,
+                    attempts=1,
+                    created_at=long_ago,
+                    updated_at=long_ago,
+                )
+            )
         # The daily purge fell due three hours ago, while the daemon was down.
         schedule(session, "maintenance.purge", utcnow() - timedelta(hours=3))
     store.close()
@@ -174,6 +188,7 @@ def test_job_due_during_downtime_runs_at_start(start: Any, state: Path) -> None:
         assert statuses == [("maintenance.purge", "done"), ("maintenance.purge", "pending")]
         audit = session.scalars(select(AuditEntry).where(AuditEntry.action == "retention.purge"))
         assert [(a.detail["incidents"], a.detail["events"]) for a in audit] == [(1, 1)]
+        assert list(session.scalars(select(ActionMail.status))) == ["sending"]
     store.close()
 
 

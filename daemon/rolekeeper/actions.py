@@ -8,14 +8,19 @@ every redirect it should have from the incidents and makes Sieve say exactly tha
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from email.utils import getaddresses
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, aliased
 
+from rolekeeper.backends.imap import ImapSource
 from rolekeeper.backends.smtp import SmtpSender
+from rolekeeper.clock import utcnow
 from rolekeeper.config import Settings
 from rolekeeper.detect.rules import MESSAGE_RULES
 from rolekeeper.domain import JobStatus, pretty_number
@@ -23,6 +28,7 @@ from rolekeeper.duework import JobContext, JobKind, every_poll
 from rolekeeper.errors import RolekeeperError
 from rolekeeper.log import get_logger
 from rolekeeper.namedbox import REDIRECTS_JOB, ensure_filters
+from rolekeeper.notices.actionmail import ActionMailer, Draft, by_message_id, open_mails, record
 from rolekeeper.notices.render import Templates, build_message
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.db import table_of, transaction
@@ -89,14 +95,25 @@ def _job(kind: str, key: str, ctx: JobContext) -> dict[str, Any]:
 def send_alert(ctx: JobContext) -> None:
     incident_id = int(ctx.key.removeprefix("incident:"))
     settings = ctx.settings
-    if settings.smtp is None:
-        raise RolekeeperError("an alert is due but [smtp] is not configured")
+    _need_smtp(settings, "an alert")
+    sender = sender_address(settings)
+    message_id = f"<alert-{incident_id}@{sender.rpartition('@')[2]}>"
     with ctx.sessions() as session:
-        incident = session.get_one(Incident, incident_id)
-        person = session.get_one(Person, incident.person_id)
-        supervisor = session.get_one(Person, person.supervisor_id)
-        client = session.get(Client, incident.client_id) if incident.client_id else None
-        role = session.get(Role, client.role_id) if client and client.role_id else None
+        known = by_message_id(session, message_id)
+        mail_id = known.id if known is not None else None
+    if mail_id is None:
+        with transaction(ctx.sessions) as session:
+            mail_id = record(session, _alert(session, settings, incident_id, message_id), ctx.now)
+    with action_mailer(ctx) as mailer:
+        mailer.deliver(mail_id)
+
+
+def _alert(session: Session, settings: Settings, incident_id: int, message_id: str) -> Draft:
+    incident = session.get_one(Incident, incident_id)
+    person = session.get_one(Person, incident.person_id)
+    supervisor = session.get_one(Person, person.supervisor_id)
+    client = session.get(Client, incident.client_id) if incident.client_id else None
+    role = session.get(Role, client.role_id) if client and client.role_id else None
     subject, body = Templates().render(
         "alert",
         settings.actions.language,
@@ -111,23 +128,29 @@ def send_alert(ctx: JobContext) -> None:
         when=incident.detected_at.isoformat(timespec="minutes"),
         role_address=role.address if role else None,
     )
-    sender = sender_address(settings)
     message = build_message(
-        ("rolekeeper", sender),
+        ("rolekeeper", sender_address(settings)),
         [(supervisor.name, supervisor.named_address)],
         subject,
         body,
-        message_id=f"<alert-{incident.id}@{sender.rpartition('@')[2]}>",
+        message_id=message_id,
     )
-    SmtpSender(settings.smtp).send(message)
-    with transaction(ctx.sessions) as session:
-        record_audit(
-            session,
-            "rolekeeper",
-            "alert.sent",
-            supervisor.named_address,
-            {"incident": incident.id, "person": person.named_address},
+    return Draft("alert", f"incident:{incident_id}", message, [incident_id])
+
+
+@contextmanager
+def action_mailer(ctx: JobContext) -> Iterator[ActionMailer]:
+    """SMTP for sending; IMAP (when configured) to file nudges in Sent and to read the
+    journal after a crash."""
+    assert ctx.settings.smtp is not None
+    filing = ImapSource(ctx.settings.imap) if ctx.settings.imap is not None else None
+    try:
+        yield ActionMailer(
+            ctx.sessions, ctx.settings, SmtpSender(ctx.settings.smtp), filing, utcnow
         )
+    finally:
+        if filing is not None:
+            filing.close()
 
 
 def sender_address(settings: Settings) -> str:
@@ -154,7 +177,40 @@ def apply_redirects(ctx: JobContext) -> None:
 
 
 def send_digests(ctx: JobContext) -> None:
-    """Each supervisor gets one mail listing live incidents of their people not yet alerted."""
+    """Each supervisor gets one mail listing live incidents of their people not yet alerted.
+
+    An incident is marked digested in the commit that records its digest, before the mail
+    goes out: a digest left open by a crash is settled first, never rebuilt."""
+    settings = ctx.settings
+    with ctx.sessions() as session:
+        left_open = open_mails(session, "digest")
+    if left_open:
+        _need_smtp(settings, "a digest")
+        with action_mailer(ctx) as mailer:
+            for mail_id in left_open:
+                mailer.deliver(mail_id)
+    drafts = _digests(ctx)
+    if not drafts:
+        return
+    _need_smtp(settings, "a digest")
+    with action_mailer(ctx) as mailer:
+        for draft in drafts:
+            with transaction(ctx.sessions) as session:
+                mail_id = record(session, draft, ctx.now)
+                session.execute(
+                    update(Incident)
+                    .where(Incident.id.in_(list(draft.incidents)))
+                    .values(digested_at=ctx.now)
+                )
+            mailer.deliver(mail_id)
+
+
+def _need_smtp(settings: Settings, what: str) -> None:
+    if settings.smtp is None:
+        raise RolekeeperError(f"{what} is due but [smtp] is not configured")
+
+
+def _digests(ctx: JobContext) -> list[Draft]:
     settings = ctx.settings
     policies = settings.actions.rules
     supervisor = aliased(Person)
@@ -187,69 +243,92 @@ def send_digests(ctx: JobContext) -> None:
             }
         )
         ids.append(incident.id)
-    if not by_supervisor:
-        return
-    if settings.smtp is None:
-        raise RolekeeperError("a digest is due but [smtp] is not configured")
     sender = sender_address(settings)
-    smtp = SmtpSender(settings.smtp)
     templates = Templates()
+    day = ctx.now.date().isoformat()
+    drafts = []
     for boss, items, ids in by_supervisor.values():
         subject, body = templates.render(
             "digest", settings.actions.language, supervisor_name=boss.name, items=items
         )
-        day = ctx.now.date().isoformat()
-        smtp.send(
-            build_message(
-                ("rolekeeper", sender),
-                [(boss.name, boss.named_address)],
-                subject,
-                body,
-                message_id=f"<digest-{day}-{boss.id}-{ids[-1]}@{sender.rpartition('@')[2]}>",
-            )
+        message = build_message(
+            ("rolekeeper", sender),
+            [(boss.name, boss.named_address)],
+            subject,
+            body,
+            message_id=f"<digest-{day}-{boss.id}-{ids[-1]}@{sender.rpartition('@')[2]}>",
         )
-        # Marked per supervisor, so a failure later in the loop repeats no digest sent.
-        with transaction(ctx.sessions) as session:
-            session.execute(
-                update(Incident).where(Incident.id.in_(ids)).values(digested_at=ctx.now)
-            )
-            record_audit(
-                session, "rolekeeper", "digest.sent", boss.named_address, {"incidents": ids}
-            )
+        drafts.append(Draft("digest", f"supervisor:{boss.id}", message, ids))
+    return drafts
 
 
 def send_nudge(ctx: JobContext) -> None:
-    """At most one nudge per client in `nudge_every_days`, to the address that wrote."""
+    """At most one nudge per client in `nudge_every_days`, to the address that wrote.
+
+    The nudge row (which the once-per-N-days rule counts) is committed with its mail's,
+    before the mail goes out; a nudge left open by a crash is settled before anything else."""
     client_id = int(ctx.key.removeprefix("client:"))
+    subject = f"client:{client_id}"
+    with ctx.sessions() as session:
+        left_open = open_mails(session, "nudge", subject)
+    if left_open:
+        _need_smtp(ctx.settings, "a nudge")
+        with action_mailer(ctx) as mailer:
+            for mail_id in left_open:
+                mailer.deliver(mail_id)
+        return
+    with transaction(ctx.sessions) as session:
+        nudge = _nudge(session, ctx, client_id)
+        if nudge is None:
+            return
+        draft, incident_id = nudge
+        mail_id = record(session, draft, ctx.now)
+        session.add(
+            Nudge(
+                client_id=client_id,
+                address=_recipient(draft),
+                incident_id=incident_id,
+                message_id=str(draft.message["Message-ID"]),
+                sent_at=ctx.now,
+            )
+        )
+    with action_mailer(ctx) as mailer:
+        mailer.deliver(mail_id)
+
+
+def _recipient(draft: Draft) -> str:
+    return getaddresses([str(draft.message["To"])])[0][1]
+
+
+def _nudge(session: Session, ctx: JobContext, client_id: int) -> tuple[Draft, int] | None:
+    """The nudge due to this client, or None (one was sent lately, or nothing to answer)."""
     settings = ctx.settings
     since = ctx.now - timedelta(days=settings.actions.nudge_every_days)
-    with ctx.sessions() as session:
-        recent = session.scalar(
-            select(Nudge.id).where(Nudge.client_id == client_id, Nudge.sent_at >= since)
+    recent = session.scalar(
+        select(Nudge.id).where(Nudge.client_id == client_id, Nudge.sent_at >= since)
+    )
+    if recent is not None:
+        return None
+    incident = session.scalars(
+        select(Incident)
+        .where(
+            Incident.client_id == client_id,
+            Incident.live,
+            Incident.client_address.is_not(None),
         )
-        if recent is not None:
-            return
-        incident = session.scalars(
-            select(Incident)
-            .where(
-                Incident.client_id == client_id,
-                Incident.live,
-                Incident.client_address.is_not(None),
-            )
-            .order_by(Incident.id.desc())
-            .limit(1)
-        ).first()
-        client = session.get_one(Client, client_id)
-        role = session.get(Role, client.role_id) if client.role_id else None
-        if incident is None or incident.client_address is None or role is None:
-            return  # nothing to answer, or no role to point the client to
-        contact = session.scalars(
-            select(Contact).where(
-                Contact.client_id == client_id, Contact.email == incident.client_address
-            )
-        ).first()
-    if settings.smtp is None:
-        raise RolekeeperError("a nudge is due but [smtp] is not configured")
+        .order_by(Incident.id.desc())
+        .limit(1)
+    ).first()
+    client = session.get_one(Client, client_id)
+    role = session.get(Role, client.role_id) if client.role_id else None
+    if incident is None or incident.client_address is None or role is None:
+        return None  # nothing to answer, or no role to point the client to
+    contact = session.scalars(
+        select(Contact).where(
+            Contact.client_id == client_id, Contact.email == incident.client_address
+        )
+    ).first()
+    _need_smtp(settings, "a nudge")
     language = contact.language if contact else settings.import_.clients.default_language
     subject, body = Templates().render(
         "nudge",
@@ -261,30 +340,17 @@ def send_nudge(ctx: JobContext) -> None:
         role_number=pretty_number(role.number) if role.number else None,
     )
     domain = role.address.rpartition("@")[2]
-    message_id = f"<nudge-{client_id}-{incident.id}@{domain}>"
-    to_name = contact.name if contact else ""
-    SmtpSender(settings.smtp).send(
-        build_message(
-            (role.name, role.address),
-            [(to_name, incident.client_address)],
-            subject,
-            body,
-            message_id=message_id,
-        )
+    message = build_message(
+        (role.name, role.address),
+        [(contact.name if contact else "", incident.client_address)],
+        subject,
+        body,
+        message_id=f"<nudge-{client_id}-{incident.id}@{domain}>",
     )
-    with transaction(ctx.sessions) as session:
-        session.add(
-            Nudge(
-                client_id=client_id,
-                address=incident.client_address,
-                incident_id=incident.id,
-                message_id=message_id,
-                sent_at=ctx.now,
-            )
-        )
-        record_audit(
-            session, "rolekeeper", "nudge.sent", incident.client_address, {"client": client.crm_id}
-        )
+    # Sent from the role mailbox: its copy goes in the role's Sent, as notices' do.
+    sent_mailbox = role.address if settings.imap is not None else None
+    draft = Draft("nudge", f"client:{client_id}", message, [incident.id], sent_mailbox)
+    return draft, incident.id
 
 
 def next_digest(settings: Settings, now: datetime) -> datetime:

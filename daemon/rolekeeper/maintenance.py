@@ -10,16 +10,24 @@ from rolekeeper.config import Settings
 from rolekeeper.domain import JobStatus
 from rolekeeper.duework import JobContext, JobKind
 from rolekeeper.log import get_logger
+from rolekeeper.notices.actionmail import OPEN_STATES
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.db import rowcount, transaction
-from rolekeeper.store.models import ClientArrival, DueJob, Incident, UnreadableMessage
+from rolekeeper.store.models import (
+    ActionMail,
+    ClientArrival,
+    DueJob,
+    Incident,
+    UnreadableMessage,
+)
 
 log = get_logger(__name__)
 
 
 def purge(ctx: JobContext) -> None:
-    """Delete what is older than the retention periods: incidents, events (client arrivals,
-    unreadable-message records) and finished jobs. The audit log is never purged."""
+    """Delete what is older than the retention periods: incidents (and their settled
+    action mails), events (client arrivals, unreadable-message records) and finished jobs.
+    The audit log is never purged."""
     retention = ctx.settings.retention
     incidents_before = ctx.now - timedelta(days=retention.incidents_days)
     events_before = ctx.now - timedelta(days=retention.events_days)
@@ -27,6 +35,15 @@ def purge(ctx: JobContext) -> None:
     with transaction(ctx.sessions) as session:
         incidents = rowcount(
             session.execute(delete(Incident).where(Incident.detected_at < incidents_before))
+        )
+        # An action mail goes with its incidents; one still open is kept until settled.
+        mails = rowcount(
+            session.execute(
+                delete(ActionMail).where(
+                    ActionMail.created_at < incidents_before,
+                    ActionMail.status.not_in(OPEN_STATES),
+                )
+            )
         )
         events = rowcount(
             session.execute(delete(ClientArrival).where(ClientArrival.arrived_at < events_before))
@@ -49,6 +66,7 @@ def purge(ctx: JobContext) -> None:
             "store",
             {
                 "incidents": incidents,
+                "action_mails": mails,
                 "events": events,
                 "jobs": jobs,
                 "before": incidents_before.isoformat(),

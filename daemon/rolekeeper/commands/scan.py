@@ -20,6 +20,7 @@ from rolekeeper.commands.common import (
     table,
 )
 from rolekeeper.errors import RolekeeperError
+from rolekeeper.notices.actionmail import actions_by_incident
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.db import transaction
 from rolekeeper.store.models import Client, Incident, Person
@@ -89,6 +90,7 @@ INCIDENT_COLUMNS = [
     ("client", "CLIENT"),
     ("segment", "SEGMENT"),
     ("live", "LIVE"),
+    ("actions", "ACTIONS"),
     ("evidence", "EVIDENCE"),
 ]
 
@@ -108,6 +110,9 @@ def select_incidents() -> Select[Incident, str, str, str]:
 
 
 def incident_rows(session: Session, query: Select[Incident, str, str, str]) -> list[dict[str, Any]]:
+    found = session.execute(query).all()
+    # An alert, digest or nudge whose outcome is "unknown" shows here for the admin to check.
+    actions = actions_by_incident(session, [i.id for i, _, _, _ in found])
     return [
         {
             "id": i.id,
@@ -118,11 +123,12 @@ def incident_rows(session: Session, query: Select[Incident, str, str, str]) -> l
             "client_name": name,
             "segment": i.segment,
             "live": i.live,
+            "actions": ", ".join(actions.get(i.id, [])),
             "message": i.message_key,
             "evidence": i.evidence,
             "source": i.source,
         }
-        for i, address, crm, name in session.execute(query).all()
+        for i, address, crm, name in found
     ]
 
 

@@ -17,15 +17,12 @@ nothing can tell, so it is parked as "unknown" for an admin, never resent silent
 from __future__ import annotations
 
 import itertools
-import smtplib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import Message
-from email.utils import getaddresses, parseaddr
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,23 +30,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from rolekeeper.clock import as_utc
 from rolekeeper.config import Settings
 from rolekeeper.log import get_logger
+from rolekeeper.notices.delivery import (
+    SENT_FOLDER,
+    Filing,
+    Lookout,
+    Mailer,
+    Verdict,
+    submit,
+)
 from rolekeeper.notices.render import wire_bytes
 from rolekeeper.store.db import reading, transaction
 from rolekeeper.store.models import Client, Contact, Notice, Role
 from rolekeeper.testhooks import crash_point
 
 log = get_logger(__name__)
-SENT_FOLDER = "Sent"
 OPEN_STATES = ("queued", "sending", "accepted")
-
-
-class Filing(Protocol):
-    def has_message(self, mailbox: str, folder: str, message_id: str) -> bool: ...
-    def append(self, mailbox: str, folder: str, message: bytes) -> None: ...
-
-
-class Mailer(Protocol):
-    def session(self) -> AbstractContextManager[smtplib.SMTP]: ...
 
 
 @dataclass
@@ -81,8 +76,7 @@ def settle(
     now: datetime,
 ) -> OutboxReport:
     report = OutboxReport()
-    journal = settings.watch.journal_mailbox
-    grace = timedelta(minutes=settings.handover.journal_grace_minutes)
+    lookout = Lookout.of(settings, filing)
     with sessions() as session:
         rows = session.execute(
             select(Notice.id, Notice.status, Notice.message_id, Notice.sending_at, Role.address)
@@ -94,23 +88,26 @@ def settle(
             )
         ).all()
     for notice_id, status, message_id, sending_at, role_address in rows:
-        if filing.has_message(role_address, SENT_FOLDER, message_id):
-            _set(sessions, notice_id, "sent", now)
-        elif status == "accepted":
-            continue  # the send pass files it
-        elif journal is not None and filing.has_message(journal, "INBOX", message_id):
-            _set(sessions, notice_id, "accepted", now)  # the server took it; file it next
-        elif journal is not None:
-            if sending_at is not None and now - as_utc(sending_at) < grace:
-                report.waiting += 1
-                continue
-            _set(sessions, notice_id, "queued", now)  # never accepted: it goes again
-        else:
+        if status == "accepted":
+            if lookout.in_sent(role_address, message_id):
+                _set(sessions, notice_id, "sent", now)
+                report.settled += 1
+            continue  # else the send pass files it
+        verdict = lookout.verdict(message_id, role_address, sending_at, now)
+        if verdict is Verdict.WAITING:
+            report.waiting += 1
+            continue
+        if verdict is Verdict.UNKNOWN:
             _set(sessions, notice_id, "unknown", now, "crashed while sending; no journal")
             report.unknown += 1
             continue
+        # FILED: sent; ACCEPTED: the server took it, file it next; ABSENT: it goes again.
+        _set(sessions, notice_id, SETTLED_AS[verdict], now)
         report.settled += 1
     return report
+
+
+SETTLED_AS = {Verdict.FILED: "sent", Verdict.ACCEPTED: "accepted", Verdict.ABSENT: "queued"}
 
 
 def _set(
@@ -183,7 +180,7 @@ def send_pending(
             for position, item in enumerate(queued):
                 notice_id, _, recipient, _, message, data = item
                 crash_point("notice.sending")
-                outcome = _submit(smtp, message, data)
+                outcome = submit(smtp, message, data)
                 if outcome is not None:
                     final, error = outcome
                     if final:
@@ -296,27 +293,6 @@ def _ids(
             )
         )
     yield from ids
-
-
-def _submit(smtp: smtplib.SMTP, message: Message, data: bytes) -> tuple[bool, str] | None:
-    """None when the server accepted it; else (final?, why). A connection lost during DATA
-    leaves the outcome unknown: that propagates, the notice stays "sending", and settle
-    decides from the mail."""
-    sender = parseaddr(str(message["From"]))[1]
-    recipients = [address for _, address in getaddresses([str(message["To"])])]
-    try:
-        smtp.sendmail(sender, recipients, data)
-    except smtplib.SMTPRecipientsRefused as exc:
-        codes = [code for code, _ in exc.recipients.values()]
-        detail = "; ".join(f"{r}: {c} {_text(m)}" for r, (c, m) in exc.recipients.items())
-        return (all(c >= 500 for c in codes), detail)
-    except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
-        return (exc.smtp_code >= 500, f"{exc.smtp_code} {_text(exc.smtp_error)}")
-    return None
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 def counts(session: Session, transition_id: int) -> dict[str, int]:

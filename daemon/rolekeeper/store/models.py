@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -199,7 +200,8 @@ class Incident(Base):
     planned_at: Mapped[datetime | None] = mapped_column(Timestamp)
     # The client's address in the message: where a nudge would go.
     client_address: Mapped[str | None] = mapped_column(String(320))
-    # When a daily digest to the supervisor listed it (incidents not alerted at once).
+    # When a daily digest to the supervisor took it (incidents not alerted at once): set in
+    # the commit that records the digest mail, before it is sent (see ActionMail).
     digested_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
@@ -382,6 +384,37 @@ class Nudge(Base):
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id", ondelete="SET NULL"))
     message_id: Mapped[str] = mapped_column(String(255), unique=True)
     sent_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class ActionMail(Base):
+    """One mail an action sends (supervisor alert, daily digest, client nudge), exactly
+    once: the row and its fixed Message-ID are committed before the SMTP transaction, as
+    the transition outbox does for notices (rolekeeper.notices.actionmail).
+
+    queued → sending → [accepted → filed in the sender's Sent] → sent; or "unknown" where
+    a crash or a lost answer left the outcome open and no journal can tell."""
+
+    __tablename__ = "action_mails"
+    __table_args__ = (Index("ix_action_mails_open", "kind", "subject", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # alert, digest, nudge
+    # What it is about, as the job key names it: incident:ID, supervisor:ID, client:ID.
+    subject: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str] = mapped_column(String(255), unique=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    # The mailbox whose Sent folder gets a copy (a nudge's role mailbox); NULL: none.
+    sent_mailbox: Mapped[str | None] = mapped_column(String(320))
+    incidents: Mapped[list[int]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16))
+    # The exact bytes sent, kept only until the outcome is settled (a resend is identical).
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+    sending_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
 class TwilioNumber(Base):
