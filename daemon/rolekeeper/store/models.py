@@ -254,6 +254,10 @@ class Notice(Base):
     language: Mapped[str | None] = mapped_column(String(8))
     # When the notice entered "sending" (the journal grace period counts from here).
     sending_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # When the server (SMTP) or Twilio accepted it; an SMS notice's delivery is followed
+    # from here, by its Message SID.
+    accepted_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    sms_sid: Mapped[str | None] = mapped_column(String(34))
     sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
