@@ -290,6 +290,14 @@ class TwilioWebhooksSettings(_Section):
     pin_file: Path | None = None
     pin_credential: str | None = None
     pin: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    # Toll-fraud protection: this many wrong PINs from one caller number within
+    # pin_window_minutes lock that number out of the access number for pin_lockout_minutes
+    # (counted in the store, so across every webhook instance).
+    pin_attempts: int = Field(default=3, ge=1, le=100)
+    pin_window_minutes: float = Field(default=15.0, gt=0)
+    pin_lockout_minutes: float = Field(default=60.0, gt=0)
+    # Wrong PINs one call may try before it is hung up.
+    pin_attempts_per_call: int = Field(default=3, ge=1, le=10)
 
     _number = field_validator("access_number")(lambda value: _e164(value))
 
