@@ -450,9 +450,11 @@ def settle_sms(
         since = as_utc(accepted_at or sending_at or now)
         age = now - since
         last = "no answer from Twilio"
-        if sid is None:
-            last = "no Message SID was recorded"
-        elif reachable:
+        if sid is None:  # nothing to ask Twilio about
+            _set(sessions, notice_id, "unknown", now, "accepted, but no Message SID was kept")
+            report.unknown += 1
+            continue
+        if reachable:
             try:
                 result = notice_sms_delivery(api, sid)
             except TwilioUnavailable as exc:
