@@ -52,8 +52,14 @@ def write_clients(path: Path, tag: str, count: int) -> list[tuple[str, str]]:
 
 
 def handover_settings(
-    tmp: Path, server: DovecotServer, extra: str = "", *, delegate: bool = False
+    tmp: Path,
+    server: DovecotServer,
+    extra: str = "",
+    *,
+    delegate: bool = False,
+    handover: str = "",
 ) -> Settings:
+    """The demo config with the lab servers; `handover` adds lines to [handover]."""
     config = tmp / "rolekeeper.toml"
     config.write_text(
         DEMO_CONFIG.format(db=tmp / "rk.db")
@@ -61,6 +67,7 @@ def handover_settings(
         + f'[watch]\njournal_mailbox = "{JOURNAL}"\n'
         + "[handover]\njournal_grace_minutes = 0\n"
         + ("delegate_named_mailbox = true\n" if delegate else "")
+        + handover
         + extra,
         encoding="utf-8",
     )

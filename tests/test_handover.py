@@ -268,6 +268,9 @@ def test_a_mobile_only_contact_gets_the_notice_by_sms(
         f'api_base = "{twilio_proxy.url}"\nmessaging_service_sid = "{MESSAGING_SERVICE}"\n'
         f'timeout_seconds = 2\nretry_seconds = 8\npublic_url = "{PUBLIC}"\n'
         f'[twilio.fallback]\ndirectory = "{tmp_path / "fallback"}"\n',
+        # Prism answers every fetch with the spec's example, status "sent" (and an
+        # error_code, which Twilio sets only for failed or undelivered): no grace here.
+        handover="sms_sent_grace_minutes = 0\n",
     )
     store = open_store(settings)
     try:
@@ -285,6 +288,9 @@ def test_a_mobile_only_contact_gets_the_notice_by_sms(
             rows = {n.channel: n for n in session.scalars(select(Notice))}
             assert session.scalars(select(Transition.status)).one() == "done"
         assert rows["sms"].status == "sent" and rows["sms"].recipient == "+79161234567"
+        assert rows["sms"].sms_sid == "SM" + "a" * 32  # the spec's example
+        (fetch,) = twilio_proxy.calls("GET", rf"/Messages/{rows['sms'].sms_sid}\.json$")
+        assert fetch.passed
         (post,) = twilio_proxy.calls("POST", rf"/2010-04-01/Accounts/{ACCOUNT}/Messages\.json$")
         assert post.form["To"] == ["+79161234567"]
         assert post.form["From"] == ["+74951204501"]  # manager1's role number

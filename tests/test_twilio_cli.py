@@ -17,7 +17,17 @@ from rolekeeper.cli import main
 from rolekeeper.lab.ports import free_port
 from rolekeeper.store.open import open_store
 from tests.servers.prism import TwilioProxy
-from tests.twilio_support import ACCOUNT, FakeNumbers, make_org, twilio_settings
+from tests.twilio_support import (
+    ACCOUNT,
+    ALICE_PHONE,
+    BOB_PHONE,
+    FALLBACK_URL,
+    PUBLIC,
+    SALES2_NUMBER,
+    FakeNumbers,
+    make_org,
+    twilio_settings,
+)
 
 
 def write_config(tmp_path: Path, api_base: str, **twilio: str) -> Path:
@@ -131,3 +141,73 @@ def test_an_inline_pin_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert f"{config}: twilio.webhooks.pin: secrets are not accepted in the config text" in err
     assert "4711" not in err
+
+
+ROLES_CSV = (
+    "role,name,address,number,holder\n"
+    "sales2,Sales desk 2,sales2@acme.example,+15550102,alice@acme.example\n"
+)
+
+
+def reassign_setup(tmp_path: Path, proxy: TwilioProxy, fake: FakeNumbers) -> tuple[Path, Path]:
+    """sales2 (Bob's) has its Twilio number, and its fallback TwiML rings Bob."""
+    fake.add("PN" + "2" * 32, SALES2_NUMBER)
+    fake.install(proxy)
+    config = write_config(tmp_path, proxy.url, public_url=PUBLIC)
+    with config.open("a", encoding="utf-8") as out:
+        out.write(f'url = "{FALLBACK_URL}"\n')  # under [twilio.fallback]
+    assert main(["--config", str(config), "roles", "provision", "sales2"]) == 0
+    voice = tmp_path / "fallback" / f"{SALES2_NUMBER.lstrip('+')}.xml"
+    assert BOB_PHONE in voice.read_text() and ALICE_PHONE not in voice.read_text()
+    roles = tmp_path / "roles.csv"
+    roles.write_text(ROLES_CSV, encoding="utf-8")
+    return config, voice
+
+
+def test_import_reassign_reroutes_the_changed_roles_numbers_at_once(
+    tmp_path: Path, twilio_proxy: TwilioProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`import roles --reassign` moves sales2 from Bob to Alice: the fallback TwiML rings
+    Alice at once, as after a handover, not after the reconciler's next pass."""
+    fake = FakeNumbers()
+    config, voice = reassign_setup(tmp_path, twilio_proxy, fake)
+    roles = str(tmp_path / "roles.csv")
+    assert main(["--config", str(config), "import", "roles", roles, "--dry-run", "--reassign"]) == 0
+    assert BOB_PHONE in voice.read_text()  # a dry run changes nothing
+    capsys.readouterr()
+    assert main(["--config", str(config), "import", "roles", roles, "--reassign", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["holders_changed"], out["rerouted"]) == (["sales2"], ["sales2"])
+    assert ALICE_PHONE in voice.read_text() and BOB_PHONE not in voice.read_text()
+    sms = voice.with_name(voice.name.replace(".xml", "-sms.xml"))
+    assert ALICE_PHONE in sms.read_text()
+    # The number's settings were checked on Twilio too (fetched, nothing to repair).
+    fetches = twilio_proxy.calls("GET", r"/IncomingPhoneNumbers/PN2{32}\.json$")
+    assert len(fetches) == 2  # provision, then the import's reroute
+    twilio_proxy.assert_all_valid()
+
+
+def test_import_reassign_with_twilio_down_still_imports(
+    tmp_path: Path, twilio_proxy: TwilioProxy, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeNumbers()
+    config, voice = reassign_setup(tmp_path, twilio_proxy, fake)
+    with config.open("r+", encoding="utf-8") as text:
+        body = text.read().replace(
+            "timeout_seconds = 0.5", "timeout_seconds = 0.5\nretry_seconds = 0.2"
+        )
+        text.seek(0)
+        text.write(body)
+    twilio_proxy.inject("GET", r"/IncomingPhoneNumbers/PN\w+\.json$", "500", 1000)
+    capsys.readouterr()
+    assert (
+        main(
+            ["--config", str(config), "import", "roles", str(tmp_path / "roles.csv"), "--reassign"]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "warning: the phone routing of sales2 was not updated now" in out
+    assert "the reconciler's next pass does it" in out
+    # The fallback files are local: written before Twilio was asked.
+    assert ALICE_PHONE in voice.read_text()

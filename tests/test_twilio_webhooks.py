@@ -3,11 +3,13 @@ routing from the store, and TwiML checked against the verbs and attributes Twili
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 from xml.etree import ElementTree
 
@@ -22,7 +24,7 @@ from rolekeeper.duework import JobContext
 from rolekeeper.lab.ports import free_port
 from rolekeeper.lab.smtp import SmtpSink
 from rolekeeper.store.db import transaction
-from rolekeeper.store.models import DueJob, Person, Role, RoleHolder
+from rolekeeper.store.models import AccessFailure, DueJob, Person, Role, RoleHolder
 from rolekeeper.store.open import Store, open_store
 from rolekeeper.telephony.mailcopy import MAIL_JOB, send_role_mail
 from rolekeeper.telephony.webhooks import WebhookApp
@@ -111,6 +113,7 @@ VOICE = {
         {"Response"},
     ),
     "Hangup": (set(), {"Response"}),
+    "Reject": ({"reason"}, {"Response"}),
 }
 MESSAGING = {
     "Response": (set(), {None}),
@@ -184,6 +187,13 @@ def store(settings: Settings) -> Iterator[Store]:
 
 @pytest.fixture
 def hooks(settings: Settings, store: Store) -> Iterator[Hooks]:
+    with serving(settings, store) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serving(settings: Settings, store: Store) -> Iterator[Hooks]:
+    """One `rolekeeper webhooks` instance (uvicorn on loopback) on the given store."""
     port = free_port()
     config = uvicorn.Config(
         WebhookApp(settings, store.sessions),
@@ -430,6 +440,154 @@ def test_the_access_number_dials_the_holders_clients_from_the_role_number(hooks:
     assert not list(forged.iter("Dial"))
 
 
+def _asks_pin_again(root: ElementTree.Element) -> bool:
+    return [g.get("action") for g in root.iter("Gather")] == [f"{PUBLIC}/voice/access/pin"]
+
+
 def test_a_wrong_pin_or_a_stranger_gets_nothing(hooks: Hooks) -> None:
-    assert not list(_access_call(hooks, "0000").iter("Gather"))
-    assert not list(_access_call(hooks, PIN, caller="+15550000000").iter("Gather"))
+    """Refused, the caller is asked for the PIN again, never for a number to dial; the
+    refusal does not say whether the PIN or the caller was wrong."""
+    assert _asks_pin_again(_access_call(hooks, "0000"))
+    stranger = _access_call(hooks, PIN, caller="+15550000000")
+    assert _asks_pin_again(stranger)
+    (say,) = stranger.iter("Say")
+    assert "not accepted" in (say.text or "")
+
+
+# --- the access number's PIN lockout -------------------------------------------------------
+
+
+def _with_hooks(settings: Settings, **webhooks: object) -> Settings:
+    assert settings.twilio is not None
+    changed = settings.twilio.webhooks.model_copy(update=webhooks)
+    twilio = settings.twilio.model_copy(update={"webhooks": changed})
+    return settings.model_copy(update={"twilio": twilio})
+
+
+def _call(n: int, caller: str = ALICE_PHONE) -> dict[str, str]:
+    return {**CALL, "From": caller, "To": ACCESS, "CallSid": f"CA{n:032x}"}
+
+
+def _pin(hooks: Hooks, call: dict[str, str], pin: str) -> ElementTree.Element:
+    return hooks.twiml("/voice/access/pin", {**call, "Digits": pin})
+
+
+def _hangs_up(root: ElementTree.Element) -> bool:
+    return not list(root.iter("Gather")) and [e.tag for e in root][-1] == "Hangup"
+
+
+Logged = Callable[[], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def logged() -> Iterator[Logged]:
+    """What rolekeeper has logged so far in the test, as JSON objects."""
+    import io
+    import json
+    import logging
+
+    import structlog
+
+    from rolekeeper.config import LoggingSettings
+    from rolekeeper.log import configure_logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging(LoggingSettings(level="info", format="json"), stream)
+    yield lambda: [
+        json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")
+    ]
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+def _mentions(lines: list[dict[str, Any]], *texts: str) -> bool:
+    """Any of `texts` in a logged field (the timestamp aside: its digits are arbitrary)."""
+    values = [str(v) for line in lines for k, v in line.items() if k != "timestamp"]
+    return any(text in value for value in values for text in texts)
+
+
+def test_a_call_is_hung_up_after_a_few_wrong_pins(
+    settings: Settings, store: Store, logged: Logged
+) -> None:
+    settings = _with_hooks(settings, pin_attempts=10, pin_attempts_per_call=3)
+    with serving(settings, store) as hooks:
+        call = _call(1)
+        assert _asks_pin_again(_pin(hooks, call, "1111"))
+        assert _asks_pin_again(_pin(hooks, call, "2222"))
+        assert _hangs_up(_pin(hooks, call, "3333"))
+        # Not locked out (10 allowed): the next call is asked for the PIN, and the right one
+        # goes through and clears the refusals.
+        (gather,) = hooks.twiml("/voice", _call(2)).iter("Gather")
+        assert gather.get("action") == f"{PUBLIC}/voice/access/pin"
+        (gather,) = _pin(hooks, _call(2), PIN).iter("Gather")
+        assert (gather.get("action") or "").startswith(f"{PUBLIC}/voice/access/dial?ok=")
+    with store.sessions() as session:
+        assert session.scalars(select(AccessFailure)).all() == []
+    log_lines = logged()
+    refused = [line for line in log_lines if line["event"] == "access number refused"]
+    assert [line["in_call"] for line in refused] == [1, 2, 3]
+    assert all(line["level"] == "warning" for line in refused)
+    assert not _mentions(log_lines, "1111", "2222", "3333", PIN)
+
+
+def test_wrong_pins_from_one_number_lock_it_out_across_calls_and_instances(
+    settings: Settings, store: Store, logged: Logged
+) -> None:
+    """Two webhook instances on one store: the refusals add up, the lockout holds on both,
+    other callers are not affected, and the right PIN does not get through a lockout."""
+    with serving(settings, store) as one, serving(settings, store) as two:
+        assert _asks_pin_again(_pin(one, _call(1), "1111"))
+        assert _asks_pin_again(_pin(two, _call(2), "2222"))
+        assert _hangs_up(_pin(one, _call(3), "3333"))  # the third: locked out
+        for hooks in (one, two):
+            rejected = hooks.twiml("/voice", _call(4))
+            assert [e.tag for e in rejected] == ["Reject"]  # first verb: never answered
+            assert _hangs_up(_pin(hooks, _call(4), PIN))
+        # Bob, calling from his own work phone, is not affected.
+        (gather,) = two.twiml("/voice", _call(5, caller=BOB_PHONE)).iter("Gather")
+        assert gather.get("action") == f"{PUBLIC}/voice/access/pin"
+    with store.sessions() as session:
+        rows = session.scalars(select(AccessFailure).order_by(AccessFailure.id)).all()
+    assert [r.caller for r in rows] == [ALICE_PHONE] * 3
+    assert [r.locked_until is not None for r in rows] == [False, False, True]
+    log_lines = logged()
+    locked = [line for line in log_lines if "locked out" in str(line["event"])]
+    assert locked[0]["caller"] == ALICE_PHONE and locked[0]["level"] == "warning"
+    assert locked[0]["refusals"] == 3
+    assert not _mentions(log_lines, "1111", "2222", "3333", PIN)
+
+
+def test_a_lockout_ends_and_old_rows_are_pruned(settings: Settings, store: Store) -> None:
+    from rolekeeper.clock import utcnow
+
+    settings = _with_hooks(
+        settings, pin_attempts=2, pin_window_minutes=15, pin_lockout_minutes=0.02
+    )
+    long_ago = utcnow() - timedelta(days=1)
+    with transaction(store.sessions) as session:
+        session.add_all(
+            [
+                AccessFailure(caller="+15550000001", call_sid="CA-old", at=long_ago),
+                AccessFailure(
+                    caller="+15550000002",
+                    call_sid="CA-old-lock",
+                    at=long_ago,
+                    locked_until=long_ago + timedelta(hours=1),
+                ),
+            ]
+        )
+    with serving(settings, store) as hooks:
+        assert _asks_pin_again(_pin(hooks, _call(1), "1111"))
+        assert _hangs_up(_pin(hooks, _call(1), "2222"))  # locked out for 1.2 s
+        assert [e.tag for e in hooks.twiml("/voice", _call(2))] == ["Reject"]
+        time.sleep(1.5)
+        (gather,) = hooks.twiml("/voice", _call(3)).iter("Gather")
+        assert gather.get("action") == f"{PUBLIC}/voice/access/pin"
+        # The refusals before the lockout are still within the window but count no more.
+        assert _asks_pin_again(_pin(hooks, _call(3), "3333"))
+    with store.sessions() as session:
+        callers = session.scalars(select(AccessFailure.caller)).all()
+    assert sorted(callers) == [ALICE_PHONE] * 3  # the day-old rows are gone

@@ -150,6 +150,9 @@ class FakeNumbers:
 
     numbers: dict[str, dict[str, Any]] = field(default_factory=dict)  # sid -> resource
     messages: list[dict[str, Any]] = field(default_factory=list)
+    # What Twilio says later of the messages to a number: To -> (status, error_code).
+    # Unlisted numbers keep the status they were created with ("accepted").
+    delivery: dict[str, tuple[str, int | None]] = field(default_factory=dict)
 
     def add(self, sid: str, phone: str, **fields: str) -> None:
         self.numbers[sid] = {"sid": sid, "phone_number": phone, "account_sid": ACCOUNT} | fields
@@ -161,6 +164,7 @@ class FakeNumbers:
         proxy.answer("POST", r"/IncomingPhoneNumbers/PN\w+\.json$", self._update)
         proxy.answer("POST", r"/Messages\.json$", self._send)
         proxy.answer("GET", r"/Messages\.json$", self._messages)
+        proxy.answer("GET", r"/Messages/SM\w+\.json$", self._fetch_message)
 
     def _list(self, rec: Recorded) -> tuple[int, Any]:
         wanted = rec.one("PhoneNumber")
@@ -200,9 +204,21 @@ class FakeNumbers:
             "body": rec.one("Body"),
             "status": "accepted",
             "error_code": None,
+            "error_message": None,
         }
         self.messages.append(message)
         return 201, message
+
+    def _fetch_message(self, rec: Recorded) -> tuple[int, Any]:
+        sid = rec.path.rsplit("/", 1)[1].removesuffix(".json")
+        found = [m for m in self.messages if m["sid"] == sid]
+        if not found:
+            return 404, {"code": 20404, "message": "not found", "status": 404}
+        message = found[0]
+        if message["to"] in self.delivery:
+            status, code = self.delivery[message["to"]]
+            message.update(status=status, error_code=code, error_message=None)
+        return 200, {**rec.prism_body, **message}
 
     def _messages(self, rec: Recorded) -> tuple[int, Any]:
         found = [

@@ -345,6 +345,14 @@ class TwilioWebhooksSettings(_Section):
     pin_file: Path | None = None
     pin_credential: str | None = None
     pin: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    # Toll-fraud protection: this many wrong PINs from one caller number within
+    # pin_window_minutes lock that number out of the access number for pin_lockout_minutes
+    # (counted in the store, so across every webhook instance).
+    pin_attempts: int = Field(default=3, ge=1, le=100)
+    pin_window_minutes: float = Field(default=15.0, gt=0)
+    pin_lockout_minutes: float = Field(default=60.0, gt=0)
+    # Wrong PINs one call may try before it is hung up.
+    pin_attempts_per_call: int = Field(default=3, ge=1, le=10)
 
     _number = field_validator("access_number")(lambda value: _e164(value))
 
@@ -634,6 +642,14 @@ class HandoverSettings(_Section):
     # With watch.journal_mailbox: how long a notice the journal does not show may still be
     # on its way before it is sent again (after a crash between "sending" and "accepted").
     journal_grace_minutes: float = Field(default=10.0, ge=0)
+    # SMS notices are followed after Twilio accepts them, until Twilio reports them
+    # delivered, undelivered or failed. One Twilio reports "sent" (handed to the carrier)
+    # counts as delivered after this many minutes: not every carrier returns a delivery
+    # receipt, and without one Twilio's status stays "sent".
+    sms_sent_grace_minutes: float = Field(default=10.0, ge=0)
+    # One still without a final status after this many minutes is "unknown" (the report
+    # names it and the handover goes on).
+    sms_delivery_timeout_minutes: float = Field(default=60.0, ge=0)
     # A step that failed this many times is parked (visible, `transitions retry ID`).
     step_attempts: int = Field(default=5, ge=1, le=100)
     # Give the successor read access to the leaver's named mailbox (it holds private and
@@ -649,6 +665,12 @@ class HandoverSettings(_Section):
     # A rotation policy: every N months the holders of each group move one role along.
     rotation_every_months: int = Field(default=0, ge=0, le=120)
     rotation_groups: tuple[tuple[str, ...], ...] = ()
+
+    @model_validator(mode="after")
+    def _sms_times(self) -> Self:
+        if self.sms_delivery_timeout_minutes < self.sms_sent_grace_minutes:
+            raise ValueError("sms_delivery_timeout_minutes must be at least sms_sent_grace_minutes")
+        return self
 
     @field_validator("rotation_groups")
     @classmethod

@@ -59,6 +59,7 @@ class TwilioRefused(RolekeeperError):
     def __init__(self, status: int, code: int | None, message: str) -> None:
         self.status = status
         self.code = code
+        self.text = message
         super().__init__(f"Twilio refused ({status}, error {code}): {message}")
 
 
@@ -77,6 +78,7 @@ class SentMessage:
     body: str
     status: str
     error_code: int | None
+    error_message: str | None = None
 
 
 def http_status(exc: BaseException) -> int | None:
@@ -283,6 +285,7 @@ def _message(instance: Any) -> SentMessage:
         body=str(instance.body or ""),
         status=str(instance.status or ""),
         error_code=int(code) if code not in (None, "") else None,
+        error_message=str(getattr(instance, "error_message", None) or "") or None,
     )
 
 

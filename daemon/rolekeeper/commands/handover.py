@@ -24,7 +24,7 @@ from rolekeeper.commands.common import (
     store_of,
 )
 from rolekeeper.errors import NotFoundError, RolekeeperError
-from rolekeeper.notices.outbox import counts
+from rolekeeper.notices.outbox import attention, counts
 from rolekeeper.store.audit import record_audit
 from rolekeeper.store.db import transaction
 from rolekeeper.store.models import Notice, Person, RoleHolder, Transition, TransitionStep
@@ -296,10 +296,25 @@ def _show(args: argparse.Namespace) -> int:
             )
         ]
         unsettled = [
-            {"notice": n.id, "to": n.recipient, "status": n.status, "error": n.last_error}
+            {
+                "notice": n.id,
+                "channel": n.channel,
+                "to": n.recipient,
+                "status": n.status,
+                "error": n.last_error,
+            }
+            for n in attention(session, t.id)
+        ]
+        # SMS notices Twilio took, whose delivery is still being followed.
+        awaiting = [
+            {"notice": n.id, "to": n.recipient, "sid": n.sms_sid}
             for n in session.scalars(
                 select(Notice)
-                .where(Notice.transition_id == t.id, Notice.status.in_(("unknown", "failed")))
+                .where(
+                    Notice.transition_id == t.id,
+                    Notice.channel == "sms",
+                    Notice.status == "accepted",
+                )
                 .order_by(Notice.id)
             )
         ]
@@ -313,6 +328,7 @@ def _show(args: argparse.Namespace) -> int:
             "steps": steps,
             "notices": counts(session, t.id),
             "needs_attention": unsettled,
+            "awaiting_delivery": awaiting,
         }
     if args.json:
         print_json(data)
@@ -323,7 +339,10 @@ def _show(args: argparse.Namespace) -> int:
         error = f" — {s['last_error']}" if s["last_error"] else ""
         print(f"  {s['step']:<14} {s['status']:<8} tries {s['attempts']}{error}")
     for n in unsettled:
-        print(f"  notice {n['notice']} to {n['to']}: {n['status']} {n['error'] or ''}")
+        error = f" — {n['error']}" if n["error"] else ""
+        print(f"  notice {n['notice']} ({n['channel']}) to {n['to']}: {n['status']}{error}")
+    for n in awaiting:
+        print(f"  notice {n['notice']} (sms) to {n['to']}: awaiting delivery status ({n['sid']})")
     return 0
 
 

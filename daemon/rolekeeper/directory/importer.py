@@ -57,6 +57,8 @@ class ImportReport:
     unchanged: int = 0
     removed: int = 0
     warnings: list[str] = field(default_factory=list)
+    # Roles whose holder the file set or changed: their phone routing follows.
+    holders_changed: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -69,6 +71,7 @@ class ImportReport:
             "unchanged": self.unchanged,
             "removed": self.removed,
             "warnings": self.warnings,
+            "holders_changed": self.holders_changed,
         }
 
 
@@ -265,6 +268,7 @@ def import_roles(
                     f"{role.holder} by import; no notices were sent"
                 )
             session.add(RoleHolder(role_id=row.id, person_id=wanted_holder, started_at=now))
+            report.holders_changed.append(role.key)
             record_audit(
                 session, actor, "role.holder", role.key, {"holder": role.holder, "by": "import"}
             )

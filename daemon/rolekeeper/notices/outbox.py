@@ -12,6 +12,19 @@ At the start of every pass, notices left between states are settled from the mai
 is sent; found in the journal mailbox it was accepted; with a journal and absent after
 `handover.journal_grace_minutes` it was never accepted and goes again; without a journal
 nothing can tell, so it is parked as "unknown" for an admin, never resent silently.
+
+SMS notices have no Sent folder; Twilio's Message is their record. Accepted by Twilio, one
+stays "accepted" with its Message SID, and every pass (`settle_sms`) asks Twilio where it
+got to until that is final:
+
+    queued → sending → accepted (Message SID stored) → sent     delivered, or "sent" for
+                                                                 handover.sms_sent_grace_minutes
+                                                     → failed   undelivered/failed/canceled,
+                                                                 with Twilio's error code
+                                                     → unknown  nothing final after
+                                                                 handover.sms_delivery_timeout_minutes
+
+None of these sends anything again.
 """
 
 from __future__ import annotations
@@ -52,7 +65,8 @@ class OutboxReport:
     sent: int = 0
     failed: int = 0
     unknown: int = 0
-    waiting: int = 0  # "sending" within the journal grace period
+    waiting: int = 0  # "sending" within the journal grace; SMS awaiting a final status
+    accepted: int = 0  # SMS taken by Twilio in this pass (their delivery is followed)
     settled: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -134,6 +148,8 @@ def _mark(
     values: dict[str, Any] = {"status": status, "updated_at": now}
     if status == "sent":
         values["sent_at"] = now
+    elif status == "accepted":
+        values["accepted_at"] = now
     if error is not None:
         values["last_error"] = error[:2000]
     session.execute(update(Notice).where(Notice.id.in_(list(notice_ids))).values(**values))
@@ -157,12 +173,15 @@ def send_pending(
     before its next action, as one at a time would, at a fraction of the commits (on
     SQLite each is a disk flush). With a rate limit the groups are single notices."""
     report = settle(sessions, settings, filing, transition_id, clock())
+    ids = list(_ids(sessions, transition_id, ("queued", "accepted")))
+    if not ids:
+        return report  # no connection to the server when there is nothing to send
     per_minute = settings.handover.notices_per_minute
     interval = 60.0 / per_minute if per_minute else 0.0
     group = 1 if interval else GROUP
     filed: list[int] = []  # in Sent, "sent" not committed yet
     with mailer.session() as smtp:
-        prepared = _prepared(sessions, transition_id, describe, render)
+        prepared = _prepared(sessions, ids, describe, render)
         while batch := list(itertools.islice(prepared, group)):
             queued = [item for item in batch if item[1] == "queued"]
             with transaction(sessions) as session:
@@ -232,7 +251,7 @@ Prepared = tuple[int, str, str | None, str, Message, bytes]
 
 def _prepared(
     sessions: sessionmaker[Session],
-    transition_id: int,
+    ids: list[int],
     describe: Callable[[Session, Notice], dict[str, Any]],
     render: Callable[[dict[str, Any]], Message],
     chunk: int = 100,
@@ -243,7 +262,6 @@ def _prepared(
 
     Rendering stays in this thread: a second one would make every socket wait of the
     sender also wait for the interpreter lock, which costs more than rendering itself."""
-    ids = list(_ids(sessions, transition_id, ("queued", "accepted")))
     readers = reading(sessions)
     for start in range(0, len(ids), chunk):
         part = ids[start : start + chunk]
@@ -314,7 +332,10 @@ def send_sms_pending(
 ) -> OutboxReport:
     """SMS notices: Twilio's Messages API has no idempotency key, so a notice whose outcome
     is unknown (a crash or a lost answer while "sending") is sent with check_first, which
-    lists the role number's recent messages to the contact before sending again."""
+    lists the role number's recent messages to the contact before sending again.
+
+    A notice Twilio takes is "accepted" with its Message SID, not "sent": whether it
+    reaches the contact shows later (`settle_sms`)."""
     from rolekeeper.telephony.sms import send_notice_sms
 
     report = OutboxReport()
@@ -351,11 +372,107 @@ def send_sms_pending(
             if settings.twilio
             else None,
         )
-        if result.status == "refused":
-            _set(sessions, notice_id, "failed", clock(), f"{result.error_code} {result.detail}")
+        if result.status == "refused" or result.sid is None:
+            _set(sessions, notice_id, "failed", clock(), result.error)
             report.failed += 1
-            report.problems.append(f"{notice.recipient}: {result.error_code} {result.detail}")
+            report.problems.append(f"{notice.recipient}: {result.error}")
         else:
-            _set(sessions, notice_id, "sent", clock())
-            report.sent += 1
+            crash_point("sms.accepted.uncommitted")
+            with transaction(sessions) as session:
+                _mark(session, [notice_id], "accepted", clock())
+                session.execute(
+                    update(Notice).where(Notice.id == notice_id).values(sms_sid=result.sid)
+                )
+            report.accepted += 1
     return report
+
+
+def settle_sms(
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    api: Any,
+    transition_id: int,
+    now: datetime,
+) -> OutboxReport:
+    """Ask Twilio where each accepted SMS notice got to; settle those whose status is final.
+
+    "delivered" (or "read") is sent; "sent" (handed to the carrier) is sent too once
+    `handover.sms_sent_grace_minutes` passed since Twilio accepted it, since many carriers
+    return no delivery receipt; undelivered, failed or canceled is failed, with Twilio's
+    error code (30034 and 21610 named); anything else after
+    `handover.sms_delivery_timeout_minutes` is unknown. The rest count as waiting. Twilio
+    unreachable: the rest of this pass waits (the timeout still bounds it). Nothing here
+    sends a message. See rolekeeper.telephony.sms for which statuses are final."""
+    from rolekeeper.backends.twilio import TwilioRefused, TwilioUnavailable
+    from rolekeeper.telephony.sms import notice_sms_delivery
+
+    report = OutboxReport()
+    grace = timedelta(minutes=settings.handover.sms_sent_grace_minutes)
+    limit = timedelta(minutes=settings.handover.sms_delivery_timeout_minutes)
+    with sessions() as session:
+        rows = session.execute(
+            select(
+                Notice.id, Notice.recipient, Notice.sms_sid, Notice.accepted_at, Notice.sending_at
+            )
+            .where(
+                Notice.transition_id == transition_id,
+                Notice.channel == "sms",
+                Notice.status == "accepted",
+            )
+            .order_by(Notice.id)
+        ).all()
+    reachable = True
+    for notice_id, recipient, sid, accepted_at, sending_at in rows:
+        since = as_utc(accepted_at or sending_at or now)
+        age = now - since
+        last = "no answer from Twilio"
+        if sid is None:  # nothing to ask Twilio about
+            _set(sessions, notice_id, "unknown", now, "accepted, but no Message SID was kept")
+            report.unknown += 1
+            continue
+        if reachable:
+            try:
+                result = notice_sms_delivery(api, sid)
+            except TwilioUnavailable as exc:
+                log.warning("twilio unreachable: SMS delivery checked later", error=str(exc))
+                reachable = False
+            except TwilioRefused as exc:
+                last = str(exc)
+            else:
+                if result.status == "refused":
+                    _set(sessions, notice_id, "failed", now, result.error)
+                    report.failed += 1
+                    report.problems.append(f"{recipient}: {result.error}")
+                    log.warning(
+                        "notice SMS not delivered", notice=notice_id, code=result.error_code
+                    )
+                    continue
+                if result.status == "delivered" or (result.detail == "sent" and age >= grace):
+                    _set(sessions, notice_id, "sent", now)
+                    report.sent += 1
+                    continue
+                last = f"Twilio's last status: {result.detail}"
+        if age >= limit:
+            minutes = f"{limit.total_seconds() / 60:g}"
+            error = f"no final delivery status after {minutes} minutes ({last})"
+            _set(sessions, notice_id, "unknown", now, error)
+            report.unknown += 1
+            report.problems.append(f"{recipient}: {error}")
+            continue
+        report.waiting += 1
+    return report
+
+
+def attention(session: Session, transition_id: int) -> list[Notice]:
+    """The transition's notices that did not reach their contact (failed) or may not have
+    (unknown), in order: what the report and `transitions show` name."""
+    return list(
+        session.scalars(
+            select(Notice)
+            .where(
+                Notice.transition_id == transition_id,
+                Notice.status.in_(("failed", "unknown")),
+            )
+            .order_by(Notice.id)
+        )
+    )

@@ -256,6 +256,10 @@ class Notice(Base):
     language: Mapped[str | None] = mapped_column(String(8))
     # When the notice entered "sending" (the journal grace period counts from here).
     sending_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # When the server (SMTP) or Twilio accepted it; an SMS notice's delivery is followed
+    # from here, by its Message SID.
+    accepted_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    sms_sid: Mapped[str | None] = mapped_column(String(34))
     sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
 
@@ -464,3 +468,18 @@ class FallbackAsset(Base):
     version_sid: Mapped[str] = mapped_column(String(34))
     sha256: Mapped[str] = mapped_column(String(64))
     deployed_at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class AccessFailure(Base):
+    """A refused PIN at the access number, from one caller number in one call. The rows
+    are shared by every webhook instance: `pin_attempts` of them from one number within
+    `pin_window_minutes` lock that number out, and the row that did carries `locked_until`.
+    Pruned by the webhooks as they write (see rolekeeper.telephony.lockout)."""
+
+    __tablename__ = "access_failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    caller: Mapped[str] = mapped_column(String(64), index=True)
+    call_sid: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(Timestamp, default=utcnow, index=True)
+    locked_until: Mapped[datetime | None] = mapped_column(Timestamp)

@@ -10,6 +10,7 @@ releases a number: that is always an admin's decision, made in the Twilio consol
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -357,7 +358,7 @@ def _record(
 def reroute(
     settings: Settings,
     sessions: sessionmaker[Session],
-    role: str,
+    role: str | Sequence[str],
     api: TwilioApi | None = None,
     *,
     actor: str = "rolekeeper",
@@ -368,9 +369,11 @@ def reroute(
     commit. This rewrites the role's fallback TwiML (files: milliseconds, no network;
     Serverless assets: an upload, a build and a deployment on Twilio, seconds) and, given an
     `api`, checks and repairs the number's settings on Twilio. Returns the number's state
-    (empty when the role has no provisioned number). Safe to repeat.
+    (empty when the role has no provisioned number). Safe to repeat. Several roles (a
+    sequence of keys) are done in one pass: one Serverless deployment for all of them.
     """
-    return reconcile(api, settings, sessions, [role], actor=actor)
+    roles = [role] if isinstance(role, str) else list(role)
+    return reconcile(api, settings, sessions, roles, actor=actor)
 
 
 def reconcile_job(ctx: JobContext) -> None:

@@ -88,6 +88,15 @@ def goodbye(text: str, language: str) -> str:
     return str(response)
 
 
+def reject() -> str:
+    """Refuse a call unanswered. "If the first verb in a TwiML document is <Reject>, Twilio
+    will not pick up the call" and does not bill it
+    (https://www.twilio.com/docs/voice/twiml/reject): so only for a call's first request."""
+    response = VoiceResponse()
+    response.reject(reason="rejected")
+    return str(response)
+
+
 def ask_digits(*, prompt: str, language: str, action: str, num_digits: int | None) -> str:
     """Ask for digits (a PIN, a number ending with #); no answer ends the call."""
     response = VoiceResponse()

@@ -14,7 +14,7 @@ Routes (POST, form-encoded, relative to the public URL):
   /voice/recorded          the caller finished the voicemail
   /voice/recording         recording status callback → mail to the role mailbox
   /voice/transcription     transcription callback → mail to the role mailbox
-  /voice/access/pin        the access number: PIN entered
+  /voice/access/pin        the access number: PIN entered (refusals counted, lockout)
   /voice/access/dial       the access number: client number entered
   /sms                     an SMS to a role number: forwarded to the holder, copied by mail
 """
@@ -37,7 +37,7 @@ from rolekeeper.config import Settings, TwilioSettings
 from rolekeeper.domain import InvalidValue, normalise_phone
 from rolekeeper.log import get_logger
 from rolekeeper.store.db import transaction
-from rolekeeper.telephony import routing, twiml
+from rolekeeper.telephony import lockout, routing, twiml
 from rolekeeper.telephony.mailcopy import queue_role_mail
 
 log = get_logger(__name__)
@@ -185,12 +185,16 @@ class WebhookApp:
         to, caller = request["To"], request["From"]
         hooks = self.cfg.webhooks
         if hooks.access_number is not None and to == hooks.access_number:
-            return twiml.ask_digits(
-                prompt="Please enter your PIN, then press the pound key.",
-                language=hooks.language,
-                action=self.url("/voice/access/pin"),
-                num_digits=None,
-            )
+            with self.sessions() as session:
+                until = lockout.locked_until(session, caller, utcnow())
+            if until is not None:
+                log.warning(
+                    "access number: call from a locked-out number rejected",
+                    caller=caller,
+                    until=until.isoformat(),
+                )
+                return twiml.reject()
+            return self._ask_pin("Please enter your PIN, then press the pound key.")
         with self.sessions() as session:
             route = routing.role_route(session, number=to)
         if route is None:
@@ -279,15 +283,50 @@ class WebhookApp:
 
     # --- the access number -----------------------------------------------------------------
 
+    def _ask_pin(self, prompt: str) -> str:
+        return twiml.ask_digits(
+            prompt=prompt,
+            language=self.cfg.webhooks.language,
+            action=self.url("/voice/access/pin"),
+            num_digits=None,
+        )
+
     def access_pin(self, request: Request) -> str:
+        """The PIN, from a caller whose work phone holds a role. A refusal is counted in the
+        store (rolekeeper.telephony.lockout): a few per call, then the call is hung up; a
+        few from one number within the window, then that number is locked out. The PIN
+        entered is never logged."""
         hooks = self.cfg.webhooks
         pin = hooks.pin.get_secret_value() if hooks.pin else None
         entered = request["Digits"]
+        caller, call_sid, now = request["From"], request["CallSid"], utcnow()
         with self.sessions() as session:
-            held = routing.roles_held_by_phone(session, request["From"])
+            if lockout.locked_until(session, caller, now) is not None:
+                # Locked out by another instance while this call was being answered.
+                return self._say("Sorry, access denied.")
+            held = routing.roles_held_by_phone(session, caller)
+            refused_before = lockout.has_refusals(session, caller)
         if pin is None or not hmac.compare_digest(entered.encode(), pin.encode()) or not held:
-            log.warning("access number refused", caller_known=bool(held))
-            return self._say("Sorry, access denied.")
+            refusal = lockout.refuse(self.sessions, hooks, caller, call_sid, now)
+            if refusal.locked_until is not None:
+                log.warning(
+                    "access number: caller locked out after wrong PINs",
+                    caller=caller,
+                    refusals=refusal.recent,
+                    until=refusal.locked_until.isoformat(),
+                )
+                return self._say("Sorry, access denied.")
+            log.warning(
+                "access number refused",
+                caller_known=bool(held),
+                in_call=refusal.in_call,
+                recent=refusal.recent,
+            )
+            if refusal.in_call >= hooks.pin_attempts_per_call:
+                return self._say("Sorry, access denied.")
+            return self._ask_pin("That was not accepted. Please enter your PIN, then press pound.")
+        if refused_before:
+            lockout.forget(self.sessions, caller, now)
         return twiml.ask_digits(
             prompt="Enter the client's number, then press the pound key.",
             language=hooks.language,

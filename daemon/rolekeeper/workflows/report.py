@@ -55,6 +55,27 @@ def report_context(session: Session, ctx: StepContext) -> dict[str, Any]:
             }
         )
     clients.sort(key=lambda c: (SEGMENT_ORDER.get(c["segment"], 9), c["name"]))
+    # Each notice that did not reach its contact, with why (Twilio's 30034, a bounce...).
+    not_reached: list[dict[str, Any]] = []
+    for notice, contact, client in session.execute(
+        select(Notice, Contact, Client)
+        .join(Contact, Contact.id == Notice.contact_id)
+        .join(Client, Client.id == Contact.client_id)
+        .where(Notice.transition_id == transition.id, Notice.status.in_(("failed", "unknown")))
+    ):
+        not_reached.append(
+            {
+                "name": client.name,
+                "crm_id": client.crm_id,
+                "segment": client.segment,
+                "contact": contact.name,
+                "channel": "SMS" if notice.channel == "sms" else "mail",
+                "recipient": notice.recipient or "",
+                "status": notice.status,
+                "error": notice.last_error or "",
+            }
+        )
+    not_reached.sort(key=lambda n: (SEGMENT_ORDER.get(n["segment"], 9), n["name"], n["contact"]))
     since = transition.effective_at - timedelta(days=ctx.settings.handover.at_risk_days)
     risky = session.execute(
         select(Client, func.count(Incident.id), func.max(Incident.detected_at))
@@ -82,6 +103,7 @@ def report_context(session: Session, ctx: StepContext) -> dict[str, Any]:
             for r in sorted(roles)
         ],
         "clients": clients,
+        "not_reached": not_reached,
         "at_risk": at_risk,
         "at_risk_days": ctx.settings.handover.at_risk_days,
     }

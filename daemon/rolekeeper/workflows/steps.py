@@ -335,6 +335,10 @@ def phones(ctx: StepContext) -> dict[str, Any]:
 
 
 def send_notices(ctx: StepContext) -> dict[str, Any]:
+    """Send what is queued, then settle: mail from the Sent folder and the journal, SMS
+    from Twilio's delivery status. The step waits (NotYet, no attempt lost) while a mail
+    may still be on its way or an SMS has no final status yet, so the report that follows
+    names every notice that did not reach its contact."""
     templates = Templates(ctx.settings.handover.templates_dir)
     report = outbox.send_pending(
         ctx.sessions,
@@ -346,21 +350,30 @@ def send_notices(ctx: StepContext) -> dict[str, Any]:
         render_notice(templates),
         ctx.now,
     )
+    waiting_sms = 0
     if ctx.settings.twilio is not None:
-        sms = outbox.send_sms_pending(
+        api = TwilioApi(ctx.settings.twilio)
+        outbox.send_sms_pending(
             ctx.sessions,
             ctx.settings,
-            TwilioApi(ctx.settings.twilio),
+            api,
             ctx.transition_id,
             sms_text(ctx, templates),
             ctx.now,
         )
-        report.problems += sms.problems
+        delivery = outbox.settle_sms(ctx.sessions, ctx.settings, api, ctx.transition_id, ctx.now())
+        waiting_sms = delivery.waiting
     with ctx.sessions() as session:
         counts = outbox.counts(session, ctx.transition_id)
+        problems = [
+            f"{n.channel} {n.recipient}: {n.status}, {n.last_error or 'no detail'}"
+            for n in outbox.attention(session, ctx.transition_id)
+        ]
     if report.waiting:
         raise NotYet(f"{report.waiting} notice(s) may still be on their way (journal grace)")
-    return {"outbox": counts, "problems": report.problems[:50]}
+    if waiting_sms:
+        raise NotYet(f"{waiting_sms} SMS notice(s) await a final delivery status from Twilio")
+    return {"outbox": counts, "problems": problems[:50]}
 
 
 def report(ctx: StepContext) -> dict[str, Any]:

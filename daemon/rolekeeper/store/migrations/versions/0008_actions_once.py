@@ -1,7 +1,7 @@
 """action mails (alerts, digests, nudges) recorded before they are sent
 
-Revision ID: 0006_actions_once
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-25
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_actions_once"
-down_revision = "0005"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
