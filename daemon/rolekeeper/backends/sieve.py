@@ -11,6 +11,7 @@ wrapper that someone switched off is put back, keeping their newly active script
 from __future__ import annotations
 
 import re
+import ssl
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from datetime import date
 from sievelib.managesieve import Client
 
 from rolekeeper.backends.imap import mailbox_login
+from rolekeeper.backends.tls import client_context
 from rolekeeper.config import ImapSettings
 from rolekeeper.errors import RolekeeperError
 
@@ -125,13 +127,27 @@ def their_script_in(wrapper: str) -> str | None:
     return found.group(1).replace('\\"', '"').replace("\\\\", "\\") if found else None
 
 
+class _SieveClient(Client):  # type: ignore[misc]
+    """sievelib's client with TLS from rolekeeper's one context builder: sievelib builds a
+    default context of its own, which knows neither `ca_file` nor `verify_tls`."""
+
+    def __init__(self, host: str, port: int, context: ssl.SSLContext) -> None:
+        super().__init__(host, port)
+        self._context = context
+
+    # sievelib's private (name-mangled) method; tests/test_tls.py pins that it is used.
+    def _Client__enable_ssl(self, keyfile: str | None = None, certfile: str | None = None) -> None:
+        plain = self.sock  # type: ignore[has-type]
+        self.sock = self._context.wrap_socket(plain, server_hostname=self.srvhostname)
+
+
 class SieveManager:
     def __init__(self, settings: ImapSettings) -> None:
         self.settings = settings
 
     def _connect(self, mailbox: str) -> Client:
         cfg = self.settings
-        client = Client(cfg.host, cfg.sieve_port)
+        client = _SieveClient(cfg.host, cfg.sieve_port, client_context(cfg.verify_tls, cfg.ca_file))
         login, password = mailbox_login(cfg, mailbox)
         with warnings.catch_warnings():
             if cfg.host in _LOOPBACK:  # plain text never leaves the machine
