@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from rolekeeper.commands.demo import DEMO_CONFIG
-from rolekeeper.config import load_settings
+from rolekeeper.config import Settings, load_settings
 from rolekeeper.quietwatch import record_quiet_clients
 from rolekeeper.store.db import transaction
 from rolekeeper.store.models import Client, ClientArrival, Incident, Person
-from rolekeeper.store.open import open_store
+from rolekeeper.store.open import Store, open_store
 from tests.conftest import import_sample_org
 
 
-def test_quiet_vip_client_warned_once_per_silence(tmp_path: Path) -> None:
+@pytest.fixture
+def org(tmp_path: Path) -> Iterator[tuple[Settings, Store]]:
     config = tmp_path / "rk.toml"
     config.write_text(DEMO_CONFIG.format(db=tmp_path / "rk.db"), encoding="utf-8")
     settings = load_settings(config)
     store = open_store(settings)
     import_sample_org(settings, store)
+    yield settings, store
+    store.close()
+
+
+def test_quiet_vip_client_warned_once_per_silence(org: tuple[Settings, Store]) -> None:
+    settings, store = org
     now = datetime(2026, 11, 23, 12, tzinfo=UTC)
     with transaction(store.sessions) as session:
         vip = session.scalars(select(Client).where(Client.crm_id == "CRM-1018")).one()
@@ -59,15 +68,12 @@ def test_quiet_vip_client_warned_once_per_silence(tmp_path: Path) -> None:
             )
     assert record_quiet_clients(store.sessions, settings, now + timedelta(days=31), live=True) == 0
     assert record_quiet_clients(store.sessions, settings, now + timedelta(days=60), live=True) == 1
-    store.close()
 
 
-def test_as_of_replay_sees_only_the_past_and_keys_its_warnings_apart(tmp_path: Path) -> None:
-    config = tmp_path / "rk.toml"
-    config.write_text(DEMO_CONFIG.format(db=tmp_path / "rk.db"), encoding="utf-8")
-    settings = load_settings(config)
-    store = open_store(settings)
-    import_sample_org(settings, store)
+def test_as_of_replay_sees_only_the_past_and_keys_its_warnings_apart(
+    org: tuple[Settings, Store],
+) -> None:
+    settings, store = org
     now = datetime(2026, 11, 23, 12, tzinfo=UTC)
     with transaction(store.sessions) as session:
         vip = session.scalars(select(Client).where(Client.crm_id == "CRM-1018")).one()
@@ -87,4 +93,3 @@ def test_as_of_replay_sees_only_the_past_and_keys_its_warnings_apart(tmp_path: P
     assert not replayed.live and replayed.message_key.endswith(":as-of:2026-11-08")
     # The same silence judged live later is its own warning, not hidden by the replay's.
     assert record_quiet_clients(store.sessions, settings, past, live=True) == 1
-    store.close()
