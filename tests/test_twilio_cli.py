@@ -211,3 +211,42 @@ def test_import_reassign_with_twilio_down_still_imports(
     assert "the reconciler's next pass does it" in out
     # The fallback files are local: written before Twilio was asked.
     assert ALICE_PHONE in voice.read_text()
+
+
+def test_lockouts_listed_and_lifted_by_an_admin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from rolekeeper.clock import utcnow
+    from rolekeeper.store.db import transaction
+    from rolekeeper.store.models import AccessFailure, AuditEntry
+
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    settings = twilio_settings(tmp_path)
+    store = open_store(settings)
+    now = utcnow()
+    with transaction(store.sessions) as session:  # as three refused PINs leave them
+        for n, locked in enumerate((None, None, now + timedelta(minutes=60))):
+            session.add(
+                AccessFailure(caller=ALICE_PHONE, call_sid=f"CA{n}", at=now, locked_until=locked)
+            )
+        session.add(AccessFailure(caller=BOB_PHONE, call_sid="CA9", at=now))  # not locked
+    capsys.readouterr()
+    assert main(["--config", str(config), "roles", "lockouts", "--json"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert (listed["caller"], listed["refusals"]) == (ALICE_PHONE, 3)
+    # Written as a person would type it; the region makes it E.164.
+    national = ALICE_PHONE.removeprefix("+1")
+    assert main(["--config", str(config), "roles", "unlock", national]) == 0
+    assert f"{ALICE_PHONE}: 3 refused PIN(s) forgotten" in capsys.readouterr().out
+    assert main(["--config", str(config), "roles", "lockouts", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    with store.sessions() as session:
+        assert session.scalars(select(AccessFailure.caller)).all() == [BOB_PHONE]
+        [audit] = session.scalars(select(AuditEntry).where(AuditEntry.action == "access.unlock"))
+    assert (audit.target, audit.detail) == (ALICE_PHONE, {"refusals": 3})
+    assert main(["--config", str(config), "roles", "unlock", "not a number"]) != 0
+    store.close()

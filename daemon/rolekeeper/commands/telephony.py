@@ -27,6 +27,14 @@ def register_roles(roles: Any) -> None:
     add_json_flag(p)
     p.set_defaults(func=_numbers)
 
+    p = roles.add_parser("lockouts", help="caller numbers locked out of the access number now")
+    add_json_flag(p)
+    p.set_defaults(func=_lockouts)
+
+    p = roles.add_parser("unlock", help="lift a caller number's access-number PIN lockout")
+    p.add_argument("number", metavar="NUMBER", help="the caller's number, e.g. +79031112233")
+    p.set_defaults(func=_unlock)
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("webhooks", help="serve Twilio's voice and SMS webhooks (its own unit)")
@@ -79,6 +87,44 @@ def _numbers(args: argparse.Namespace) -> int:
         ]
         columns = [("role", "ROLE"), ("number", "NUMBER"), ("sid", "SID"), ("changes", "DRIFT")]
         print(format_table(shown, columns))
+    return 0
+
+
+def _lockouts(args: argparse.Namespace) -> int:
+    from rolekeeper.clock import utcnow
+    from rolekeeper.telephony.lockout import lockouts
+
+    with store_of(args) as store, store.sessions() as session:
+        found = lockouts(session, utcnow())
+    rows = [
+        {
+            "caller": lock.caller,
+            "locked_until": lock.locked_until.isoformat(timespec="seconds"),
+            "refusals": lock.refusals,
+        }
+        for lock in found
+    ]
+    if args.json:
+        print_json(rows)
+    else:
+        columns = [("caller", "CALLER"), ("locked_until", "UNTIL"), ("refusals", "REFUSALS")]
+        print(format_table(rows, columns))
+    return 0
+
+
+def _unlock(args: argparse.Namespace) -> int:
+    from rolekeeper.domain import InvalidValue, normalise_phone
+    from rolekeeper.errors import RolekeeperError
+    from rolekeeper.telephony.lockout import unlock
+
+    settings = settings_of(args)
+    try:
+        number = normalise_phone(args.number, settings.organisation.default_region)
+    except InvalidValue as exc:
+        raise RolekeeperError(str(exc)) from None
+    with store_of(args) as store:
+        count = unlock(store.sessions, number, actor())
+    print(f"{number}: {count} refused PIN(s) forgotten; the number may call the access number")
     return 0
 
 

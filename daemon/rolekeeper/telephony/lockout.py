@@ -9,7 +9,9 @@ store, not in any process. ``[twilio.webhooks]``:
   number out for ``pin_lockout_minutes`` (the row that did it carries ``locked_until``);
   a locked-out number's calls to the access number are rejected unanswered (<Reject>);
 - one call may try ``pin_attempts_per_call`` PINs, then it is hung up;
-- a PIN accepted clears the caller's refusals (a holder's typing slip is forgotten).
+- a PIN accepted clears the caller's refusals (a holder's typing slip is forgotten);
+- `rolekeeper roles lockouts` lists the numbers locked out now, `roles unlock NUMBER`
+  lifts one (audited).
 
 Rows are pruned as refusals are written: those older than the window, unless they still
 lock a number out. Caller ID can be spoofed, so the lockout slows a guesser that rotates
@@ -26,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from rolekeeper.clock import as_utc
 from rolekeeper.config import TwilioWebhooksSettings
+from rolekeeper.store.audit import record_audit
 from rolekeeper.store.db import transaction
 from rolekeeper.store.models import AccessFailure
 
@@ -106,3 +109,35 @@ def forget(sessions: sessionmaker[Session], caller: str, now: datetime) -> None:
                 or_(AccessFailure.locked_until.is_(None), AccessFailure.locked_until <= now),
             )
         )
+
+
+@dataclass(frozen=True)
+class Lockout:
+    caller: str
+    locked_until: datetime
+    refusals: int  # the caller's refused PINs still stored
+
+
+def lockouts(session: Session, now: datetime) -> list[Lockout]:
+    """Caller numbers locked out now, the soonest to end first."""
+    rows = session.execute(
+        select(AccessFailure.caller, func.max(AccessFailure.locked_until))
+        .where(AccessFailure.locked_until > now)
+        .group_by(AccessFailure.caller)
+    ).all()
+    found = []
+    for caller, until in rows:
+        refusals = session.scalar(select(func.count()).where(AccessFailure.caller == caller))
+        assert until is not None  # only rows with a lockout running are grouped
+        found.append(Lockout(caller, as_utc(until), int(refusals or 0)))
+    return sorted(found, key=lambda lock: (lock.locked_until, lock.caller))
+
+
+def unlock(sessions: sessionmaker[Session], caller: str, actor: str) -> int:
+    """An admin lifts a caller's lockout: every refusal of that number is forgotten
+    (audited). Returns how many were."""
+    with transaction(sessions) as session:
+        removed = session.execute(delete(AccessFailure).where(AccessFailure.caller == caller))
+        count = int(getattr(removed, "rowcount", 0) or 0)
+        record_audit(session, actor, "access.unlock", caller, {"refusals": count})
+    return count
