@@ -25,6 +25,7 @@ from rolekeeper.store.models import AuditEntry, DueJob
 from rolekeeper.store.open import Store, open_store
 from rolekeeper.watch import Scanner
 from tests.conftest import import_sample_org
+from tests.servers.dovecot import clear_sieve
 
 PAVEL = "pavel.novikov@acme.example"  # holds keyaccounts; supervisor igor.smirnov
 IVAN = "ivan.petrov@acme.example"
@@ -224,14 +225,6 @@ def own_sieve(server: DovecotServer, mailbox: str) -> Iterator[SieveClient]:
         yield client
     finally:
         client.logout()
-
-
-def clear_sieve(server: DovecotServer, mailbox: str) -> None:
-    with own_sieve(server, mailbox) as client:
-        assert client.setactive("")
-        _, scripts = client.listscripts()
-        for name in scripts:
-            assert client.deletescript(name)
 
 
 def test_reconciler_puts_the_wrapper_back_on_a_current_employees_mailbox(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sievelib.managesieve import Client as SieveClient
 from sqlalchemy import func, select
 
 from rolekeeper.backends.imap import ImapSource
@@ -15,6 +14,7 @@ from rolekeeper.lab.dovecot import DovecotServer
 from rolekeeper.store.models import Incident
 from rolekeeper.store.open import Store
 from rolekeeper.watch import Scanner
+from tests.servers.dovecot import clear_sieve
 from tests.test_actions import PAVEL, VIP_CLIENT, client_mail, org, run_jobs
 
 __all__ = ["org"]  # the fixture, used by name
@@ -31,7 +31,7 @@ def test_months_of_history_send_nothing_and_live_mail_does(
         for folder in ("Old", "Old-before"):
             if client.folder_exists(folder):
                 client.delete_folder(folder)
-    _no_filters(dovecot_server, PAVEL)  # earlier tests of the session may have left some
+    clear_sieve(dovecot_server, PAVEL)  # earlier tests of the session may have left some
     now = datetime.now(UTC)
     for days in range(5, 115, 10):  # a VIP client writing to Pavel's own address for months
         when = now - timedelta(days=days)
@@ -69,12 +69,3 @@ def test_months_of_history_send_nothing_and_live_mail_does(
     with dovecot_server.imap(*dovecot_server.master_login(PAVEL)) as client:
         for folder in ("Old", "Old-before"):
             client.delete_folder(folder)
-
-
-def _no_filters(server: DovecotServer, mailbox: str) -> None:
-    sieve = SieveClient("127.0.0.1", server.sieve_port)
-    assert sieve.connect(mailbox, "pw", starttls=False, authmech="PLAIN")
-    assert sieve.setactive("")
-    for name in sieve.listscripts()[1]:
-        assert sieve.deletescript(name)
-    sieve.logout()

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sievelib.managesieve import Client as SieveClient
 from sqlalchemy import select
 
 from rolekeeper.backends.acl import ImapAcl
@@ -24,6 +23,7 @@ from rolekeeper.store.models import Incident
 from rolekeeper.store.open import Store, open_store
 from rolekeeper.watch import Scanner
 from tests.conftest import import_sample_org
+from tests.servers.dovecot import clear_sieve
 
 IVAN = "ivan.petrov@acme.example"
 MANAGER1 = "manager1@acme.example"
@@ -113,7 +113,7 @@ def test_sieve_acls_and_check_use_the_mailboxs_own_login(
     assert settings.imap is not None
     sieve = SieveManager(settings.imap)
     redirect = Redirect(MANAGER1, addresses=(f"buyer-{uuid.uuid4().hex[:6]}@client.example",))
-    _clear_sieve(dovecot_server)  # earlier tests of the session may have filtered Ivan's mail
+    clear_sieve(dovecot_server, IVAN)  # earlier tests of the session may have filtered Ivan's mail
     try:
         changes = sieve.ensure(IVAN, [redirect], keep_copy=True)
         assert changes[-1] == f"activated {WRAPPER}"
@@ -123,7 +123,7 @@ def test_sieve_acls_and_check_use_the_mailboxs_own_login(
         with pytest.raises(MailboxAccessError, match=NO_FILE):
             sieve.ensure(NO_FILE, [redirect], keep_copy=True)
     finally:
-        _clear_sieve(dovecot_server)
+        clear_sieve(dovecot_server, IVAN)
 
     acls = ImapAcl(settings.imap).read(MANAGER1)
     assert "INBOX" in acls and MANAGER1 in acls["INBOX"]  # the owner's own entry
@@ -133,12 +133,3 @@ def test_sieve_acls_and_check_use_the_mailboxs_own_login(
     out = capsys.readouterr().out
     assert f"imap      {HOST}:{dovecot_server.imap_port} (plain): logged in as {IVAN}" in out
     assert "ok    sieve" in out
-
-
-def _clear_sieve(dovecot_server: DovecotServer) -> None:
-    client = SieveClient(HOST, dovecot_server.sieve_port)
-    assert client.connect(IVAN, PASSWORD, starttls=False, authmech="PLAIN")
-    assert client.setactive("")
-    for name in client.listscripts()[1]:
-        assert client.deletescript(name)
-    client.logout()

@@ -192,7 +192,7 @@ class TwilioProxy:
         if fault in ("500", "429"):
             code = int(fault)
             error = {"code": 20000 + code, "message": "injected", "status": code}
-            return self._send(handler, record, code, error)
+            return send_json(handler, record, code, error)
         upstream = requests.request(
             handler.command,
             self.prism + handler.path,
@@ -217,7 +217,7 @@ class TwilioProxy:
             return None
         if fault == "500-after":
             status, payload = 500, {"code": 20500, "message": "injected", "status": 500}
-        return self._send(handler, record, status, payload)
+        return send_json(handler, record, status, payload)
 
     def _for_prism(self, form: dict[str, list[str]]) -> str:
         pairs = [
@@ -226,16 +226,6 @@ class TwilioProxy:
             for value in values
         ]
         return urlencode(pairs)
-
-    @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, record: Recorded, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
-        record.status = status
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
 
 
 def array_fields(spec: Path) -> frozenset[str]:
@@ -252,6 +242,17 @@ def array_fields(spec: Path) -> frozenset[str]:
                 if prop.get("type") == "array":
                     found.add(name)
     return frozenset(found)
+
+
+def send_json(handler: BaseHTTPRequestHandler, record: Recorded, status: int, payload: Any) -> None:
+    """Answer as Twilio does (JSON), and note the status on the record."""
+    data = json.dumps(payload).encode()
+    record.status = status
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 @contextlib.contextmanager

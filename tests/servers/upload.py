@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tests.servers.httpthread import serving
-from tests.servers.prism import Recorded, TwilioProxy
+from tests.servers.prism import Recorded, TwilioProxy, send_json
 
 VERSIONS = re.compile(r"^/v1/Services/(ZS[0-9a-fA-F]{32})/Assets/(ZH[0-9a-fA-F]{32})/Versions$")
 VISIBILITIES = {"public", "protected", "private"}
@@ -50,7 +49,7 @@ class UploadServer:
         fault = self.timeline.take_fault(record.method, path)
         if fault in ("500", "429"):
             code = int(fault)
-            return self._send(handler, record, code, _error(code, "injected"))
+            return send_json(handler, record, code, _error(code, "injected"))
         status, payload = self._accept(handler, body, record)
         record.prism_status = status
         if fault == "timeout":
@@ -59,7 +58,7 @@ class UploadServer:
             return None
         if fault == "500-after":
             status, payload = 500, _error(500, "injected")
-        return self._send(handler, record, status, payload)
+        return send_json(handler, record, status, payload)
 
     def _accept(
         self, handler: BaseHTTPRequestHandler, body: bytes, record: Recorded
@@ -99,16 +98,6 @@ class UploadServer:
             record.one("Visibility"),
             record.one("Content"),
         )
-
-    @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, record: Recorded, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
-        record.status = status
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
 
 
 def _parts(content_type: str, body: bytes) -> dict[str, Message]:
