@@ -120,17 +120,18 @@ class Lockout:
 
 def lockouts(session: Session, now: datetime) -> list[Lockout]:
     """Caller numbers locked out now, the soonest to end first."""
+    until = func.max(AccessFailure.locked_until)
     rows = session.execute(
-        select(AccessFailure.caller, func.max(AccessFailure.locked_until))
-        .where(AccessFailure.locked_until > now)
+        select(AccessFailure.caller, until, func.count())
         .group_by(AccessFailure.caller)
+        .having(until > now)
+        .order_by(until, AccessFailure.caller)
     ).all()
     found = []
-    for caller, until in rows:
-        refusals = session.scalar(select(func.count()).where(AccessFailure.caller == caller))
-        assert until is not None  # only rows with a lockout running are grouped
-        found.append(Lockout(caller, as_utc(until), int(refusals or 0)))
-    return sorted(found, key=lambda lock: (lock.locked_until, lock.caller))
+    for caller, ends, count in rows:
+        assert ends is not None  # HAVING keeps only callers with a lockout running
+        found.append(Lockout(caller, as_utc(ends), int(count)))
+    return found
 
 
 def unlock(sessions: sessionmaker[Session], caller: str, actor: str) -> int:
